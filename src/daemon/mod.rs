@@ -1,0 +1,1 @@
+//! The daemon: wires broker, engine, sampler and store together.

@@ -1,0 +1,1 @@
+//! MQTT jobs: protocol types and validation, journal, broker session.

@@ -1,0 +1,1 @@
+//! Energy traces: samples + engine markers on one clock, energy math, storage, export.
