@@ -19,6 +19,8 @@ pub enum PromptInput {
     Prompt(String),
     /// Chat messages, rendered with the model's own chat template (GGUF metadata).
     Messages(Vec<ChatMessage>),
+    /// Pre-tokenized input (benchmarks: llama-bench's pp test feeds token ids).
+    Tokens(Vec<i32>),
 }
 
 /// Generation options. Defaults follow llama.cpp's, except `temperature`, which
@@ -56,6 +58,8 @@ pub struct GenerateOptions {
     pub repeat: u32,
     /// Unmeasured warm-up repetitions run first.
     pub warmup: u32,
+    /// Keep generating through end-of-generation tokens (benchmarks, like llama.cpp's --ignore-eos).
+    pub ignore_eos: bool,
 }
 
 impl Default for GenerateOptions {
@@ -76,6 +80,7 @@ impl Default for GenerateOptions {
             n_gpu_layers: 0,
             repeat: 1,
             warmup: 0,
+            ignore_eos: false,
         }
     }
 }
