@@ -1,0 +1,40 @@
+//! `edgewatt models`: the model directory with GGUF metadata.
+
+use std::path::Path;
+
+use crate::infer::registry;
+
+/// Lists models as a table or JSON.
+pub fn run(dir: &Path, json: bool) -> anyhow::Result<()> {
+    let models = registry::list(dir)
+        .map_err(|e| anyhow::anyhow!("cannot read model directory '{}': {e}", dir.display()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&models)?);
+        return Ok(());
+    }
+    if models.is_empty() {
+        println!("no .gguf models in '{}' (run `make model` in a checkout)", dir.display());
+        return Ok(());
+    }
+    println!(
+        "{:<36} {:<8} {:<7} {:<8} {:>9} {:>8}  chat",
+        "NAME", "ARCH", "PARAMS", "QUANT", "SIZE MiB", "CTX"
+    );
+    for m in models {
+        if let Some(e) = &m.error {
+            println!("{:<36} unusable: {e}", m.name);
+            continue;
+        }
+        println!(
+            "{:<36} {:<8} {:<7} {:<8} {:>9.1} {:>8}  {}",
+            m.name,
+            m.arch.as_deref().unwrap_or("-"),
+            m.params.as_deref().unwrap_or("-"),
+            m.quant.as_deref().unwrap_or("-"),
+            m.size_bytes as f64 / 1048576.0,
+            m.trained_ctx.map(|c| c.to_string()).unwrap_or("-".into()),
+            if m.chat_template { "yes" } else { "no" }
+        );
+    }
+    Ok(())
+}
