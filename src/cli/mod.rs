@@ -1,1 +1,104 @@
-//! The command line: one file per subcommand.
+//! The command line: one module per subcommand; this file holds the top-level parser
+//! and dispatch. `main` only parses, sets up logging and maps errors to exit codes.
+//!
+//! - `generate` — one local run (optionally traced)      - `models`  — the model directory
+//! - `bench`    — pp/tg figures comparable to llama-bench - `info`    — build facts
+//! - `sensors`  — probe sensors, live readings, bus scan  - `trace`   — export/plot a stored trace
+//! - `report`   — one row per stored job                  - `config`  — check the configuration
+//! - `daemon`   — the MQTT service                        - `submit`  — send jobs to a daemon
+
+pub mod bench;
+pub mod generate;
+pub mod info;
+pub mod models;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::infer::EngineConfig;
+
+/// edgewatt: run llama.cpp jobs on edge boards and measure their energy.
+#[derive(Debug, Parser)]
+#[command(name = "edgewatt", version, long_version = info::long_version(), about)]
+pub struct Cli {
+    /// Configuration file (default: /etc/edgewatt/edgewatt.toml when it exists).
+    #[arg(long, short, global = true, env = "EDGEWATT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one generation locally and print its metrics.
+    Generate(generate::GenerateArgs),
+    /// List the models in the model directory.
+    Models {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure prompt processing and generation speed (comparable to llama-bench).
+    Bench(bench::BenchArgs),
+    /// Show what this binary was built for (target CPU, ggml features).
+    Info {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How a failure maps to the process exit code.
+pub enum Exit {
+    /// Bad configuration or arguments (EX_CONFIG).
+    Config = 78,
+    /// Anything else.
+    Failure = 1,
+}
+
+/// Loads the configuration named on the command line (or the default layers).
+pub fn load_config(cli: &Cli) -> Result<Config, crate::config::ConfigError> {
+    crate::config::load(cli.config.as_deref())
+}
+
+/// The engine settings from the configuration.
+pub fn engine_config(cfg: &Config) -> EngineConfig {
+    EngineConfig {
+        model_dir: cfg.models.dir.clone(),
+        memory_budget_bytes: cfg.models.memory_budget_bytes(),
+        default_keep_alive_s: cfg.models.keep_alive_s,
+        load_progress: true,
+        llama_perf: false,
+    }
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Info { json } => info::run(*json),
+        Command::Models { json } => {
+            let cfg = load_config(&cli)?;
+            models::run(&cfg.models.dir, *json)
+        }
+        Command::Generate(args) => {
+            let cfg = load_config(&cli)?;
+            let report = generate::run(args, engine_config(&cfg), &cfg.inference)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                eprint!("{}", generate::metrics_table(&report));
+            }
+            Ok(())
+        }
+        Command::Bench(args) => {
+            let cfg = load_config(&cli)?;
+            let mut ec = engine_config(&cfg);
+            ec.load_progress = false;
+            bench::run(args, ec)
+        }
+    }
+}
