@@ -1,0 +1,721 @@
+//! The broker session: rumqttc's MQTT v5 client with a persistent session, manual
+//! acks, publish confirmation on PUBACK, and reconnects with backoff.
+//!
+//! Two tasks, neither ever waits on inference:
+//! - the **poll task** owns rumqttc's `EventLoop` and does nothing but `poll()` it and
+//!   forward what happened. rumqttc reconnects immediately and forever when polled
+//!   after an error; this task sleeps an exponential backoff with full jitter first.
+//! - the **session task** owns the `AsyncClient`. Callers talk to it over a bounded
+//!   channel ([`SessionHandle`]); it feeds rumqttc's request channel with `try_*` calls
+//!   only (keeping its own queue when that channel is full, e.g. while disconnected),
+//!   so it can never block on rumqttc, and it matches PUBACKs to confirmations.
+//!
+//! Matching PUBACKs: rumqttc gives a publish its packet id only when the event loop
+//! takes it from the request channel, and reports that as `Outgoing::Publish(pkid)` in
+//! request order. The session task is the only producer of that channel, so it keeps
+//! a FIFO of the confirmations it sent and pairs each `Outgoing::Publish` with the
+//! front one; `Incoming::PubAck(pkid)` then fires the confirmation. After a reconnect
+//! rumqttc re-sends unacked publishes with their old packet ids first; those ids are
+//! already in the in-flight map and are recognised as re-sends.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::Rng;
+use rumqttc::v5::mqttbytes::v5::{Filter, LastWill, Packet, Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, ClientError, Event, EventLoop, MqttOptions};
+use rumqttc::{Outgoing as RumqttOutgoing, TlsConfiguration, Transport};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Broker session errors.
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    #[error("invalid broker URL '{url}': {reason} (expected mqtt://HOST:PORT or mqtts://HOST:PORT)")]
+    BadUrl { url: String, reason: String },
+    #[error("cannot read {what} '{path}': {source}")]
+    ReadFile {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the MQTT session has stopped")]
+    Closed,
+}
+
+/// A parsed broker URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// TLS (`mqtts://`, `ssl://`).
+    pub tls: bool,
+}
+
+impl BrokerUrl {
+    /// Parses `mqtt://host[:1883]`, `tcp://…`, `mqtts://host[:8883]`, `ssl://…`, or a bare `host:port`.
+    pub fn parse(url: &str) -> Result<BrokerUrl, MqttError> {
+        let bad = |reason: &str| MqttError::BadUrl {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        let (tls, rest) = match url.split_once("://") {
+            Some(("mqtt" | "tcp", r)) => (false, r),
+            Some(("mqtts" | "ssl" | "tls", r)) => (true, r),
+            Some((scheme, _)) => return Err(bad(&format!("unknown scheme '{scheme}'"))),
+            None => (false, url),
+        };
+        let rest = rest.trim_end_matches('/');
+        if rest.is_empty() || rest.contains('/') || rest.contains('@') {
+            return Err(bad("expected HOST or HOST:PORT after the scheme"));
+        }
+        let default_port = if tls { 8883 } else { 1883 };
+        let (host, port) = if let Some(h) = rest.strip_prefix('[') {
+            // [v6addr]:port
+            let (h, p) = h.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
+            let port = match p.strip_prefix(':') {
+                Some(p) => p.parse().map_err(|_| bad("port is not a number 1-65535"))?,
+                None => default_port,
+            };
+            (h.to_string(), port)
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (
+                    h.to_string(),
+                    p.parse().map_err(|_| bad("port is not a number 1-65535"))?,
+                ),
+                None => (rest.to_string(), default_port),
+            }
+        };
+        if host.is_empty() || port == 0 {
+            return Err(bad("empty host or port 0"));
+        }
+        Ok(BrokerUrl { host, port, tls })
+    }
+}
+
+/// TLS material (PEM files). No CA file = the system's CA bundle.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// CA certificate(s) to trust.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate, for mutual TLS.
+    pub cert_file: Option<PathBuf>,
+    /// Client key, for mutual TLS.
+    pub key_file: Option<PathBuf>,
+}
+
+/// The Will: what the broker publishes for us if we vanish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Will {
+    /// Topic (our retained status topic).
+    pub topic: String,
+    /// Payload (our status with `state: offline`).
+    pub payload: Vec<u8>,
+}
+
+/// Everything the session needs to connect.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Broker address.
+    pub url: BrokerUrl,
+    /// MQTT client id; stable across restarts so the broker keeps our session.
+    pub client_id: String,
+    /// Username and password.
+    pub credentials: Option<(String, String)>,
+    /// TLS files (used when `url.tls`).
+    pub tls: TlsFiles,
+    /// Keep-alive interval.
+    pub keep_alive: Duration,
+    /// Start a fresh session (false for the daemon: the broker keeps our queued jobs).
+    pub clean_start: bool,
+    /// How long the broker keeps our session while we are away, seconds.
+    pub session_expiry_s: u32,
+    /// First reconnect delay.
+    pub backoff_min: Duration,
+    /// Longest reconnect delay.
+    pub backoff_max: Duration,
+    /// Most unacked QoS 1 messages the broker may send us (MQTT v5 Receive Maximum);
+    /// with manual acks this bounds what we hold in memory.
+    pub receive_maximum: u16,
+    /// Largest packet we accept (MQTT v5 Maximum Packet Size).
+    pub max_packet_bytes: u32,
+    /// Ack incoming QoS 1 messages only when told to ([`SessionHandle::ack`]).
+    pub manual_acks: bool,
+    /// Will message (retained, QoS 1).
+    pub will: Option<Will>,
+    /// Filters to subscribe with QoS 1 after every connect.
+    pub subscriptions: Vec<String>,
+}
+
+impl SessionOptions {
+    /// Options with the protocol's defaults: persistent session (7 days), manual acks.
+    pub fn new(url: BrokerUrl, client_id: impl Into<String>) -> Self {
+        SessionOptions {
+            url,
+            client_id: client_id.into(),
+            credentials: None,
+            tls: TlsFiles::default(),
+            keep_alive: Duration::from_secs(30),
+            clean_start: false,
+            session_expiry_s: 7 * 24 * 3600,
+            backoff_min: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(30),
+            receive_maximum: 32,
+            max_packet_bytes: 4 * 1024 * 1024,
+            manual_acks: true,
+            will: None,
+            subscriptions: Vec::new(),
+        }
+    }
+}
+
+/// What the session reports to its owner.
+#[derive(Debug)]
+pub enum SessionEvent {
+    /// CONNACK received; `session_present` says the broker kept our session.
+    Connected {
+        /// The broker resumed our session (queued messages will follow).
+        session_present: bool,
+    },
+    /// The connection dropped; the session reconnects on its own.
+    Disconnected {
+        /// Why, for the log.
+        reason: String,
+    },
+    /// An incoming PUBLISH. With manual acks, call [`SessionHandle::ack`] when done.
+    Message(Publish),
+}
+
+/// A confirmation: `tag` is sent on `tx` when the broker acknowledges the publish.
+#[derive(Debug, Clone)]
+pub struct Confirm {
+    /// Caller's identifier (an outbox sequence number).
+    pub tag: i64,
+    /// Where to send it.
+    pub tx: mpsc::Sender<i64>,
+}
+
+impl Confirm {
+    fn fire(self) {
+        // The receiver's capacity bounds the caller's in-flight window; a full or
+        // closed channel only means the caller will republish (at-least-once).
+        let _ = self.tx.try_send(self.tag);
+    }
+}
+
+/// One message to publish.
+#[derive(Debug, Clone)]
+pub struct OutMessage {
+    /// Topic.
+    pub topic: String,
+    /// Payload.
+    pub payload: Bytes,
+    /// QoS 0 or 1.
+    pub qos: QoS,
+    /// Retain flag.
+    pub retain: bool,
+    /// MQTT v5 properties (Response Topic, Correlation Data, content type).
+    pub properties: Option<PublishProperties>,
+    /// Fired on PUBACK (QoS 1 only).
+    pub confirm: Option<Confirm>,
+}
+
+impl OutMessage {
+    /// A QoS 1 JSON message.
+    pub fn json(topic: impl Into<String>, payload: impl Into<Bytes>) -> Self {
+        OutMessage {
+            topic: topic.into(),
+            payload: payload.into(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: None,
+            confirm: None,
+        }
+    }
+}
+
+enum Command {
+    Publish(OutMessage),
+    Ack(Publish),
+    Subscribe(Vec<String>),
+    Unsubscribe(String),
+    Disconnect,
+}
+
+/// A cheap, clonable handle to the session task.
+#[derive(Clone)]
+pub struct SessionHandle {
+    /// Commands to the session task (bounded; the task drains it promptly).
+    tx: mpsc::Sender<Command>,
+    /// True while connected.
+    connected: watch::Receiver<bool>,
+}
+
+impl SessionHandle {
+    /// Queues a publish. Returns once the session task has it (not on PUBACK; use
+    /// `confirm` for that).
+    pub async fn publish(&self, msg: OutMessage) -> Result<(), MqttError> {
+        self.tx
+            .send(Command::Publish(msg))
+            .await
+            .map_err(|_| MqttError::Closed)
+    }
+
+    /// Publishes without waiting; drops the message when the session's queue is full
+    /// (for QoS 0 streams: tokens, live power).
+    pub fn try_publish(&self, msg: OutMessage) -> bool {
+        self.tx.try_send(Command::Publish(msg)).is_ok()
+    }
+
+    /// Acknowledges an incoming QoS 1 message (manual acks).
+    pub async fn ack(&self, publish: Publish) -> Result<(), MqttError> {
+        self.tx
+            .send(Command::Ack(publish))
+            .await
+            .map_err(|_| MqttError::Closed)
+    }
+
+    /// Subscribes (QoS 1) now, in addition to the filters of every reconnect.
+    pub async fn subscribe(&self, filters: Vec<String>) -> Result<(), MqttError> {
+        self.tx
+            .send(Command::Subscribe(filters))
+            .await
+            .map_err(|_| MqttError::Closed)
+    }
+
+    /// Unsubscribes one filter.
+    pub async fn unsubscribe(&self, filter: String) -> Result<(), MqttError> {
+        self.tx
+            .send(Command::Unsubscribe(filter))
+            .await
+            .map_err(|_| MqttError::Closed)
+    }
+
+    /// Sends DISCONNECT (normal: the broker keeps the session and does not publish
+    /// the Will) and ends the session's tasks once it is on the wire.
+    pub async fn disconnect(&self) -> Result<(), MqttError> {
+        self.tx
+            .send(Command::Disconnect)
+            .await
+            .map_err(|_| MqttError::Closed)
+    }
+
+    /// Connection state, updated on every CONNACK and every drop.
+    pub fn connected(&self) -> watch::Receiver<bool> {
+        self.connected.clone()
+    }
+
+    /// Waits until connected (or the session ends).
+    pub async fn wait_connected(&self) -> Result<(), MqttError> {
+        let mut rx = self.connected.clone();
+        rx.wait_for(|c| *c).await.map_err(|_| MqttError::Closed)?;
+        Ok(())
+    }
+}
+
+/// Delay before reconnect attempt `attempt` (0-based): exponential from `min`, capped at
+/// `max`, with full jitter over the upper half so a fleet that lost its broker does not
+/// reconnect in lockstep.
+pub fn backoff_delay(attempt: u32, min: Duration, max: Duration) -> Duration {
+    let exp = min
+        .checked_mul(1u32 << attempt.min(20))
+        .unwrap_or(max)
+        .min(max)
+        .max(min);
+    let lo = exp / 2;
+    let jitter = rand::thread_rng().gen_range(0..=(exp - lo).as_millis() as u64);
+    lo + Duration::from_millis(jitter)
+}
+
+fn read_file(what: &'static str, path: &PathBuf) -> Result<Vec<u8>, MqttError> {
+    std::fs::read(path).map_err(|source| MqttError::ReadFile {
+        what,
+        path: path.clone(),
+        source,
+    })
+}
+
+fn build_options(opts: &SessionOptions) -> Result<MqttOptions, MqttError> {
+    let mut o = MqttOptions::new(&opts.client_id, &opts.url.host, opts.url.port);
+    o.set_keep_alive(opts.keep_alive.max(Duration::from_secs(5)));
+    o.set_clean_start(opts.clean_start);
+    o.set_manual_acks(opts.manual_acks);
+    o.set_connection_timeout(10);
+    let mut props = rumqttc::v5::mqttbytes::v5::ConnectProperties::new();
+    props.session_expiry_interval = Some(opts.session_expiry_s);
+    props.receive_maximum = Some(opts.receive_maximum.max(1));
+    props.max_packet_size = Some(opts.max_packet_bytes);
+    o.set_connect_properties(props);
+    if let Some((u, p)) = &opts.credentials {
+        o.set_credentials(u, p);
+    }
+    if let Some(w) = &opts.will {
+        o.set_last_will(LastWill::new(
+            &w.topic,
+            w.payload.clone(),
+            QoS::AtLeastOnce,
+            true,
+            None,
+        ));
+    }
+    if opts.url.tls {
+        let ca = match &opts.tls.ca_file {
+            Some(p) => read_file("the CA file (mqtt.tls.ca_file)", p)?,
+            None => read_file(
+                "the system CA bundle",
+                &PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
+            )?,
+        };
+        let client_auth = match (&opts.tls.cert_file, &opts.tls.key_file) {
+            (Some(c), Some(k)) => Some((
+                read_file("the client certificate (mqtt.tls.cert_file)", c)?,
+                read_file("the client key (mqtt.tls.key_file)", k)?,
+            )),
+            _ => None,
+        };
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+            ca,
+            alpn: None,
+            client_auth,
+        }));
+    }
+    Ok(o)
+}
+
+/// Starts the session's two tasks on `tracker`. Returns the handle and the event
+/// stream (bounded: `receive_maximum` + 16, so with manual acks the broker can never
+/// make the session task wait on it for long).
+pub fn start(
+    opts: SessionOptions,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<(SessionHandle, mpsc::Receiver<SessionEvent>), MqttError> {
+    let mqtt_opts = build_options(&opts)?;
+    // rumqttc's own request channel: small; our session task keeps the overflow.
+    let (client, eventloop) = AsyncClient::new(mqtt_opts, 64);
+    let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+    let (net_tx, net_rx) = mpsc::channel(256);
+    let (ev_tx, ev_rx) = mpsc::channel(opts.receive_maximum as usize + 16);
+    let (conn_tx, conn_rx) = watch::channel(false);
+    let poll_stop = CancellationToken::new();
+
+    tracker.spawn(poll_task(
+        eventloop,
+        net_tx,
+        poll_stop.clone(),
+        opts.backoff_min,
+        opts.backoff_max,
+    ));
+    let session = SessionTask {
+        client,
+        subscriptions: opts.subscriptions.clone(),
+        buf: VecDeque::new(),
+        fifo: VecDeque::new(),
+        inflight: HashMap::new(),
+        collision: None,
+        events: ev_tx,
+        connected: conn_tx,
+        disconnecting: false,
+    };
+    tracker.spawn(session.run(cmd_rx, net_rx, cancel, poll_stop));
+    Ok((
+        SessionHandle {
+            tx: cmd_tx,
+            connected: conn_rx,
+        },
+        ev_rx,
+    ))
+}
+
+enum Net {
+    Event(Event),
+    Error(String),
+}
+
+async fn poll_task(
+    mut eventloop: EventLoop,
+    tx: mpsc::Sender<Net>,
+    stop: CancellationToken,
+    backoff_min: Duration,
+    backoff_max: Duration,
+) {
+    let mut attempt = 0u32;
+    loop {
+        let ev = tokio::select! {
+            _ = stop.cancelled() => return,
+            ev = eventloop.poll() => ev,
+        };
+        match ev {
+            Ok(ev) => {
+                if matches!(ev, Event::Incoming(Packet::ConnAck(_))) {
+                    attempt = 0;
+                }
+                let done = matches!(ev, Event::Outgoing(RumqttOutgoing::Disconnect));
+                if tx.send(Net::Event(ev)).await.is_err() || done {
+                    return;
+                }
+            }
+            Err(e) => {
+                let delay = backoff_delay(attempt, backoff_min, backoff_max);
+                attempt = attempt.saturating_add(1);
+                tracing::warn!(
+                    "mqtt connection lost or refused: {e}; reconnecting in {} ms",
+                    delay.as_millis()
+                );
+                if tx.send(Net::Error(e.to_string())).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+struct SessionTask {
+    /// rumqttc's client: only `try_*` calls, so this task never blocks on rumqttc.
+    client: AsyncClient,
+    /// Re-subscribed on every CONNACK.
+    subscriptions: Vec<String>,
+    /// Requests rumqttc's channel could not take yet.
+    buf: VecDeque<Command>,
+    /// Confirmations of publishes handed to rumqttc, waiting for their packet id.
+    fifo: VecDeque<Option<Confirm>>,
+    /// Confirmations by packet id, waiting for PUBACK.
+    inflight: HashMap<u16, Option<Confirm>>,
+    /// A publish rumqttc parked because its packet id was still in flight.
+    collision: Option<(u16, Option<Confirm>)>,
+    /// Events to the owner.
+    events: mpsc::Sender<SessionEvent>,
+    /// Connection state for handles.
+    connected: watch::Sender<bool>,
+    /// A DISCONNECT was handed to rumqttc.
+    disconnecting: bool,
+}
+
+impl SessionTask {
+    async fn run(
+        mut self,
+        mut cmd_rx: mpsc::Receiver<Command>,
+        mut net_rx: mpsc::Receiver<Net>,
+        cancel: CancellationToken,
+        poll_stop: CancellationToken,
+    ) {
+        let mut cancel_deadline: Option<tokio::time::Instant> = None;
+        loop {
+            self.flush();
+            let retry = !self.buf.is_empty();
+            tokio::select! {
+                biased;
+                net = net_rx.recv() => match net {
+                    Some(n) => {
+                        if !self.on_net(n).await {
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+                cmd = cmd_rx.recv(), if self.buf.len() < 4096 => match cmd {
+                    Some(c) => self.buf.push_back(c),
+                    // Every handle dropped: nothing more will be published.
+                    None => {
+                        if !self.disconnecting {
+                            self.buf.push_back(Command::Disconnect);
+                        }
+                        cancel_deadline.get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_secs(2));
+                    }
+                },
+                _ = tokio::time::sleep(Duration::from_millis(20)), if retry => {}
+                _ = cancel.cancelled(), if cancel_deadline.is_none() => {
+                    // Owner gone without a clean disconnect: give the wire a moment.
+                    cancel_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(2));
+                }
+                _ = sleep_until_opt(cancel_deadline) => break,
+            }
+        }
+        poll_stop.cancel();
+        let _ = self.connected.send(false);
+    }
+
+    /// Hands queued requests to rumqttc until its channel is full.
+    fn flush(&mut self) {
+        while let Some(cmd) = self.buf.front() {
+            let res = match cmd {
+                Command::Publish(m) => {
+                    let props = m.properties.clone().unwrap_or_default();
+                    self.client.try_publish_with_properties(
+                        m.topic.clone(),
+                        m.qos,
+                        m.retain,
+                        m.payload.clone(),
+                        props,
+                    )
+                }
+                Command::Ack(p) => self.client.try_ack(p),
+                Command::Subscribe(f) => self
+                    .client
+                    .try_subscribe_many(f.iter().map(|t| Filter::new(t.clone(), QoS::AtLeastOnce))),
+                Command::Unsubscribe(f) => self.client.try_unsubscribe(f.clone()),
+                Command::Disconnect => self.client.try_disconnect(),
+            };
+            match res {
+                Ok(()) => {
+                    if let Some(Command::Publish(m)) = self.buf.pop_front() {
+                        self.fifo.push_back(m.confirm);
+                    } else {
+                        // Acks, subscribes: nothing to track.
+                    }
+                }
+                Err(ClientError::TryRequest(_)) | Err(ClientError::Request(_)) => {
+                    // Full (or the event loop is gone): keep it and retry later. A
+                    // publish rumqttc refuses outright (invalid topic) is dropped.
+                    if let Some(Command::Publish(m)) = self.buf.front() {
+                        if !valid_publish_topic(&m.topic) {
+                            tracing::error!("dropping publish to invalid topic '{}'", m.topic);
+                            self.buf.pop_front();
+                            continue;
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        if let Some(Command::Disconnect) = self.buf.front() {
+            self.disconnecting = true;
+        }
+    }
+
+    /// Returns false when the session should end.
+    async fn on_net(&mut self, n: Net) -> bool {
+        match n {
+            Net::Error(reason) => {
+                let _ = self.connected.send(false);
+                let _ = self
+                    .events
+                    .send(SessionEvent::Disconnected { reason })
+                    .await;
+                if self.disconnecting {
+                    return false;
+                }
+            }
+            Net::Event(Event::Incoming(Packet::ConnAck(ack))) => {
+                let _ = self.connected.send(true);
+                if !self.subscriptions.is_empty() {
+                    self.buf
+                        .push_front(Command::Subscribe(self.subscriptions.clone()));
+                }
+                let _ = self
+                    .events
+                    .send(SessionEvent::Connected {
+                        session_present: ack.session_present,
+                    })
+                    .await;
+            }
+            Net::Event(Event::Incoming(Packet::Publish(p))) => {
+                let _ = self.events.send(SessionEvent::Message(p)).await;
+            }
+            Net::Event(Event::Incoming(Packet::PubAck(ack))) => {
+                if let Some(Some(c)) = self.inflight.remove(&ack.pkid) {
+                    c.fire();
+                }
+            }
+            Net::Event(Event::Outgoing(RumqttOutgoing::Publish(pkid))) => {
+                if pkid != 0 && self.inflight.contains_key(&pkid) {
+                    // A re-send after reconnect: already tracked.
+                } else if self.collision.as_ref().is_some_and(|(c, _)| *c == pkid) {
+                    let (_, confirm) = self.collision.take().unwrap_or((pkid, None));
+                    self.inflight.insert(pkid, confirm);
+                } else {
+                    let confirm = self.fifo.pop_front().flatten();
+                    if pkid != 0 {
+                        self.inflight.insert(pkid, confirm);
+                    } else if let Some(c) = confirm {
+                        // QoS 0: nothing will acknowledge it.
+                        c.fire();
+                    }
+                }
+            }
+            Net::Event(Event::Outgoing(RumqttOutgoing::AwaitAck(pkid))) => {
+                let confirm = self.fifo.pop_front().flatten();
+                self.collision = Some((pkid, confirm));
+            }
+            Net::Event(Event::Outgoing(RumqttOutgoing::Disconnect)) => {
+                let _ = self.connected.send(false);
+                return false;
+            }
+            Net::Event(_) => {}
+        }
+        true
+    }
+}
+
+fn valid_publish_topic(t: &str) -> bool {
+    !t.is_empty() && !t.contains(['+', '#', '\0'])
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The MQTT v5 properties for a JSON message, with Correlation Data when given.
+pub fn json_properties(correlation: Option<Vec<u8>>) -> PublishProperties {
+    PublishProperties {
+        payload_format_indicator: Some(1),
+        content_type: Some("application/json".into()),
+        correlation_data: correlation.map(Bytes::from),
+        ..PublishProperties::default()
+    }
+}
+
+/// The Response Topic and Correlation Data of an incoming PUBLISH.
+pub fn reply_of(p: &Publish) -> super::journal::Reply {
+    let props = p.properties.as_ref();
+    super::journal::Reply {
+        response_topic: props
+            .and_then(|p| p.response_topic.clone())
+            .filter(|t| valid_publish_topic(t)),
+        correlation: props.and_then(|p| p.correlation_data.as_ref().map(|b| b.to_vec())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = BrokerUrl::parse("mqtt://127.0.0.1:1884").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.tls), ("127.0.0.1", 1884, false));
+        let u = BrokerUrl::parse("mqtts://broker.local").unwrap();
+        assert_eq!((u.port, u.tls), (8883, true));
+        assert_eq!(BrokerUrl::parse("localhost").unwrap().port, 1883);
+        assert_eq!(BrokerUrl::parse("tcp://[::1]:99").unwrap().host, "::1");
+        assert!(BrokerUrl::parse("http://x").is_err());
+        assert!(BrokerUrl::parse("mqtt://x:notaport").is_err());
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let min = Duration::from_millis(100);
+        let max = Duration::from_secs(5);
+        for attempt in 0..40 {
+            let d = backoff_delay(attempt, min, max);
+            assert!(d >= min / 2 && d <= max, "{attempt}: {d:?}");
+        }
+        let late = backoff_delay(10, min, max);
+        assert!(late >= Duration::from_millis(2500));
+    }
+}
