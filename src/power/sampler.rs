@@ -1,0 +1,722 @@
+//! The sampler: one dedicated thread per I2C bus (and per hwmon sensor) reading each
+//! rail at the chip's conversion rate, gated on CNVR/CVRF, into a bounded ring.
+//!
+//! # Scheduling a gated chip
+//! After a fresh read the thread estimates when that conversion completed (`c_est`)
+//! and sleeps until the next one should have: `c_est + period + margin`, started
+//! early by the gating read's own duration. A poll that finds nothing fresh (counted
+//! as a duplicate avoided) brackets the completion between itself and the next poll;
+//! every few cycles the thread wakes deliberately early to re-bracket, so drift
+//! between the chip's oscillator and CLOCK_MONOTONIC never accumulates into a missed
+//! conversion.
+//!
+//! # Failures
+//! A read error opens a gap on the sensor's rails (from its last good sample) and puts
+//! the sensor into re-initialisation with exponential backoff (1 ms … `max_backoff_ns`);
+//! the first good sample closes the gap. A brown-out (registers back at power-on
+//! values, seen by the periodic health check) is handled the same way. Nothing here
+//! panics, and nothing here runs on the async runtime.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::factory::{self, BuiltSensor};
+use super::sensor::{ErrorKind, Sensor, SensorError, SensorInfo};
+use super::sim::{SimCounters, SimStats};
+use super::stats::{RailCounters, SamplerStats, ThreadStats};
+use super::timing::{
+    pin_to_cpu, set_precise_timer_slack, set_realtime_priority, sleep_until_ns, thread_cpu_ns,
+};
+use super::{PowerError, RailInfo, Sample, SensorSpec};
+use crate::clock::monotonic_ns;
+
+/// How the sampler runs.
+#[derive(Debug, Clone)]
+pub struct SamplerOptions {
+    /// Samples kept per sampler thread; the oldest are dropped (and counted) beyond.
+    pub ring_capacity: usize,
+    /// SCHED_FIFO priority for the sampler threads (needs CAP_SYS_NICE); off by default.
+    pub realtime_priority: Option<i32>,
+    /// Pin the sampler threads to this CPU; off by default.
+    pub cpu_affinity: Option<usize>,
+    /// An interval between fresh samples longer than this (and than 3 conversion
+    /// periods) is recorded as a gap.
+    pub max_gap_ns: u64,
+    /// How often each chip's configuration is checked for a brown-out.
+    pub health_check_ns: u64,
+    /// Longest retry backoff for a failing sensor.
+    pub max_backoff_ns: u64,
+}
+
+impl Default for SamplerOptions {
+    fn default() -> Self {
+        SamplerOptions {
+            // 2^18 samples ≈ 4.4 min of one rail at 1 kHz, ≈ 10 MB.
+            ring_capacity: 1 << 18,
+            realtime_priority: None,
+            cpu_affinity: None,
+            max_gap_ns: 50_000_000,
+            health_check_ns: 250_000_000,
+            max_backoff_ns: 1_000_000_000,
+        }
+    }
+}
+
+/// A span with no samples on a rail, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Gap {
+    /// Rail index.
+    pub rail: u16,
+    /// Last good sample's end (or when the failure was seen), monotonic ns.
+    pub start_ns: u64,
+    /// Next good sample's start (or now, for a gap still open), monotonic ns.
+    pub end_ns: u64,
+    /// What happened.
+    pub reason: String,
+}
+
+/// Most closed gaps kept per thread (the oldest are dropped beyond).
+const MAX_GAPS: usize = 65_536;
+
+struct Ring {
+    buf: VecDeque<Sample>,
+    capacity: usize,
+    overflows: u64,
+}
+
+#[derive(Default)]
+struct ThreadState {
+    gaps: VecDeque<Gap>,
+    open_gaps: BTreeMap<u16, (u64, String)>,
+    rails: HashMap<u16, RailCounters>,
+    latest: HashMap<u16, Sample>,
+    errors: BTreeMap<String, u64>,
+    gap_count: u64,
+}
+
+struct ThreadShared {
+    name: String,
+    ring: Mutex<Ring>,
+    state: Mutex<ThreadState>,
+    cpu_ns: AtomicU64,
+    started_ns: u64,
+    stopped_ns: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not take the sampler down with it: use the data anyway.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Inner {
+    rails: Vec<RailInfo>,
+    infos: Vec<SensorInfo>,
+    threads: Vec<Arc<ThreadShared>>,
+    joins: Mutex<Vec<JoinHandle<()>>>,
+    cancel: CancellationToken,
+    sims: Vec<(String, Arc<SimCounters>)>,
+}
+
+/// A running sampler. Cheap to clone; `Send + Sync`.
+#[derive(Clone)]
+pub struct SamplerHandle {
+    inner: Arc<Inner>,
+}
+
+struct Slot {
+    sensor: Box<dyn Sensor>,
+    base: u16,
+    rails: u16,
+    period_ns: u64,
+    gated: bool,
+    /// Some(backoff) while failed and retrying.
+    failed: Option<u64>,
+    next_wake_ns: u64,
+    next_health_ns: u64,
+    last_after_ns: Option<u64>,
+    /// Estimated completion time of the last conversion read.
+    c_est: Option<u64>,
+    /// End of the last poll that found nothing fresh, this cycle.
+    not_ready_at: Option<u64>,
+    /// Width of the last completion bracket, ns.
+    bracket_ns: u64,
+    /// Duration of the gating read (moving average), ns.
+    gate_read_ns: u64,
+    since_bracket: u32,
+}
+
+impl Slot {
+    fn reset_schedule(&mut self) {
+        self.c_est = None;
+        self.not_ready_at = None;
+        self.bracket_ns = 0;
+        self.since_bracket = 0;
+    }
+}
+
+/// Builds the configured sensors, initialises them, and starts one sampler thread per
+/// bus. A device that answers as the wrong chip, or cannot be configured, fails here;
+/// one that does not answer yet is retried by its thread (with a gap recorded).
+pub fn start_sampler(
+    specs: &[SensorSpec],
+    opts: SamplerOptions,
+    cancel: CancellationToken,
+) -> Result<SamplerHandle, PowerError> {
+    start_with_sensors(factory::build(specs)?, opts, cancel)
+}
+
+/// `start_sampler` with sensors already built (tests and the bench use their own).
+pub fn start_with_sensors(
+    built: Vec<BuiltSensor>,
+    opts: SamplerOptions,
+    cancel: CancellationToken,
+) -> Result<SamplerHandle, PowerError> {
+    if built.is_empty() {
+        return Err(PowerError::NoSensors);
+    }
+    let cancel = cancel.child_token();
+    let now = monotonic_ns();
+    let mut rails = Vec::new();
+    let mut infos = Vec::new();
+    let mut sims = Vec::new();
+    let mut groups: Vec<(String, Vec<Slot>)> = Vec::new();
+    let mut initial_failures: Vec<(u16, u16, SensorError)> = Vec::new();
+    for BuiltSensor { group, mut sensor } in built {
+        let base = rails.len() as u16;
+        let sensor_rails = sensor.rails();
+        let n = sensor_rails.len() as u16;
+        rails.extend(sensor_rails);
+        let info = sensor.info();
+        if let Some(c) = sensor.sim_counters() {
+            sims.push((info.location.clone(), c));
+        }
+        infos.push(info);
+        let failed = match sensor.init() {
+            Ok(()) => None,
+            Err(e) if matches!(e.kind, ErrorKind::IdMismatch | ErrorKind::Config) => {
+                return Err(PowerError::Init {
+                    sensor: e.sensor.clone(),
+                    message: e.message,
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "power sensor not answering yet; retrying in the background");
+                initial_failures.push((base, n, e));
+                Some(1_000_000)
+            }
+        };
+        let slot = Slot {
+            period_ns: sensor.period_ns().max(1),
+            gated: sensor.gated(),
+            sensor,
+            base,
+            rails: n,
+            failed,
+            next_wake_ns: now,
+            next_health_ns: now + opts.health_check_ns,
+            last_after_ns: None,
+            c_est: None,
+            not_ready_at: None,
+            bracket_ns: 0,
+            gate_read_ns: 0,
+            since_bracket: 0,
+        };
+        match groups.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, v)) => v.push(slot),
+            None => groups.push((group, vec![slot])),
+        }
+    }
+
+    let mut threads = Vec::new();
+    let mut joins = Vec::new();
+    for (group, slots) in groups {
+        let shared = Arc::new(ThreadShared {
+            name: group.clone(),
+            ring: Mutex::new(Ring {
+                buf: VecDeque::with_capacity(opts.ring_capacity.min(1 << 16)),
+                capacity: opts.ring_capacity.max(1),
+                overflows: 0,
+            }),
+            state: Mutex::new(ThreadState::default()),
+            cpu_ns: AtomicU64::new(0),
+            started_ns: now,
+            stopped_ns: AtomicU64::new(0),
+        });
+        {
+            let mut st = lock(&shared.state);
+            for s in &slots {
+                for r in s.base..s.base + s.rails {
+                    st.rails.insert(
+                        r,
+                        RailCounters {
+                            period_ns: s.period_ns,
+                            ..Default::default()
+                        },
+                    );
+                }
+            }
+            for (base, n, e) in initial_failures
+                .iter()
+                .filter(|(b, _, _)| slots.iter().any(|s| s.base == *b))
+            {
+                for r in *base..*base + *n {
+                    st.open_gaps.insert(r, (now, e.to_string()));
+                    *st.rails
+                        .entry(r)
+                        .or_default()
+                        .errors
+                        .entry(e.kind.as_str().into())
+                        .or_default() += 1;
+                }
+                *st.errors.entry(e.kind.as_str().into()).or_default() += 1;
+            }
+        }
+        let t_shared = shared.clone();
+        let t_cancel = cancel.clone();
+        let t_opts = opts.clone();
+        let join = std::thread::Builder::new()
+            .name(format!(
+                "ew-sampler-{}",
+                group.rsplit('/').next().unwrap_or("bus")
+            ))
+            .spawn(move || run_thread(t_shared, slots, t_opts, t_cancel))
+            .map_err(PowerError::Thread)?;
+        threads.push(shared);
+        joins.push(join);
+    }
+    Ok(SamplerHandle {
+        inner: Arc::new(Inner {
+            rails,
+            infos,
+            threads,
+            joins: Mutex::new(joins),
+            cancel,
+            sims,
+        }),
+    })
+}
+
+/// Sleeps until `deadline_ns` in slices of at most 10 ms; false if cancelled first.
+fn sleep_until_cancellable(deadline_ns: u64, cancel: &CancellationToken) -> bool {
+    loop {
+        if cancel.is_cancelled() {
+            return false;
+        }
+        let now = monotonic_ns();
+        if now >= deadline_ns {
+            return true;
+        }
+        sleep_until_ns(deadline_ns.min(now + 10_000_000));
+    }
+}
+
+fn run_thread(
+    shared: Arc<ThreadShared>,
+    mut slots: Vec<Slot>,
+    opts: SamplerOptions,
+    cancel: CancellationToken,
+) {
+    set_precise_timer_slack();
+    if let Some(p) = opts.realtime_priority {
+        if let Err(e) = set_realtime_priority(p) {
+            tracing::warn!(priority = p, error = %e, "sampler: real-time priority refused; running at normal priority");
+        }
+    }
+    if let Some(cpu) = opts.cpu_affinity {
+        if let Err(e) = pin_to_cpu(cpu) {
+            tracing::warn!(cpu, error = %e, "sampler: cannot pin to cpu");
+        }
+    }
+    let mut buf = Vec::with_capacity(8);
+    let mut iterations: u64 = 0;
+    while !slots.is_empty() {
+        let Some(i) = (0..slots.len()).min_by_key(|&i| slots[i].next_wake_ns) else {
+            break;
+        };
+        if !sleep_until_cancellable(slots[i].next_wake_ns, &cancel) {
+            break;
+        }
+        service(&shared, &mut slots[i], &opts, &mut buf);
+        iterations += 1;
+        if iterations % 64 == 0 {
+            shared.cpu_ns.store(thread_cpu_ns(), Ordering::Relaxed);
+        }
+    }
+    shared.cpu_ns.store(thread_cpu_ns(), Ordering::Relaxed);
+    shared.stopped_ns.store(monotonic_ns(), Ordering::Relaxed);
+}
+
+fn service(shared: &ThreadShared, slot: &mut Slot, opts: &SamplerOptions, buf: &mut Vec<Sample>) {
+    let now = monotonic_ns();
+    if let Some(backoff) = slot.failed {
+        match slot.sensor.init() {
+            Ok(()) => {
+                slot.failed = None;
+                slot.reset_schedule();
+                slot.next_wake_ns = monotonic_ns();
+                slot.next_health_ns = now + opts.health_check_ns;
+            }
+            Err(e) => {
+                record_error(shared, slot, &e, now);
+                let next = (backoff * 2).clamp(1_000_000, opts.max_backoff_ns.max(1_000_000));
+                slot.failed = Some(next);
+                slot.next_wake_ns = monotonic_ns() + next;
+            }
+        }
+        return;
+    }
+    if now >= slot.next_health_ns {
+        slot.next_health_ns = now + opts.health_check_ns;
+        if let Err(e) = slot.sensor.health_check() {
+            fail(shared, slot, e, opts);
+            return;
+        }
+    }
+    buf.clear();
+    let r = match slot.sensor.poll(buf) {
+        Ok(r) => r,
+        Err(e) => {
+            fail(shared, slot, e, opts);
+            return;
+        }
+    };
+    let gate_read = r.gate_ns.saturating_sub(r.start_ns);
+    slot.gate_read_ns = if slot.gate_read_ns == 0 {
+        gate_read
+    } else {
+        (slot.gate_read_ns * 7 + gate_read) / 8
+    };
+    let period = slot.period_ns;
+    if !r.fresh {
+        {
+            let mut st = lock(&shared.state);
+            for rail in slot.base..slot.base + slot.rails {
+                st.rails.entry(rail).or_default().duplicates_avoided += 1;
+            }
+        }
+        if slot.gated {
+            slot.not_ready_at = Some(r.gate_ns);
+            // Poll again soon: a sixteenth of a period, 10 µs … 1 ms.
+            slot.next_wake_ns = r.gate_ns + (period / 16).clamp(10_000, 1_000_000);
+        } else {
+            slot.next_wake_ns = next_fixed_rate(slot.next_wake_ns, period, monotonic_ns());
+        }
+        return;
+    }
+
+    let mut missed = 0;
+    if slot.gated {
+        let (c_est, bracketed) = match (slot.not_ready_at.take(), slot.c_est) {
+            (Some(p), _) => {
+                slot.bracket_ns = r.gate_ns.saturating_sub(p);
+                (p + slot.bracket_ns / 2, true)
+            }
+            (None, Some(prev)) => {
+                let n = ((r.gate_ns.saturating_sub(prev)) as f64 / period as f64)
+                    .round()
+                    .max(1.0) as u64;
+                ((prev + n * period).min(r.gate_ns), false)
+            }
+            (None, None) => (r.gate_ns, false),
+        };
+        if let Some(prev) = slot.c_est {
+            let n = (c_est.saturating_sub(prev) as f64 / period as f64).round() as u64;
+            missed = n.saturating_sub(1);
+        }
+        slot.c_est = Some(c_est);
+        let margin = (slot.bracket_ns / 2 + 10_000).clamp(10_000, (period / 4).max(10_000));
+        let target = if bracketed {
+            slot.since_bracket = 0;
+            c_est + period + margin
+        } else if slot.since_bracket >= 8 || slot.bracket_ns == 0 {
+            // Deliberately early: expect one empty poll, which re-brackets the phase.
+            slot.since_bracket = 0;
+            c_est + period - period / 8
+        } else {
+            slot.since_bracket += 1;
+            c_est + period + margin
+        };
+        slot.next_wake_ns = target.saturating_sub(slot.gate_read_ns).max(r.gate_ns);
+    } else {
+        slot.next_wake_ns = next_fixed_rate(slot.next_wake_ns, period, monotonic_ns());
+    }
+
+    let max_gap = opts.max_gap_ns.max(3 * period);
+    let prev_after = slot.last_after_ns;
+    {
+        let mut st = lock(&shared.state);
+        for s in buf.iter_mut() {
+            s.rail += slot.base;
+            let t = s.t_ns();
+            if let Some((start, reason)) = st.open_gaps.remove(&s.rail) {
+                push_gap(
+                    &mut st,
+                    Gap {
+                        rail: s.rail,
+                        start_ns: start,
+                        end_ns: s.t_before_ns,
+                        reason,
+                    },
+                );
+            } else if let Some(pa) = prev_after {
+                if s.t_before_ns.saturating_sub(pa) > max_gap {
+                    let reason = format!(
+                        "no fresh sample for {:.1} ms (sampler late or chip stalled)",
+                        (s.t_before_ns - pa) as f64 / 1e6
+                    );
+                    push_gap(
+                        &mut st,
+                        Gap {
+                            rail: s.rail,
+                            start_ns: pa,
+                            end_ns: s.t_before_ns,
+                            reason,
+                        },
+                    );
+                }
+            }
+            let c = st.rails.entry(s.rail).or_default();
+            c.samples += 1;
+            c.conversions_missed += missed;
+            c.latency_ns
+                .push(s.t_after_ns.saturating_sub(s.t_before_ns));
+            if let Some(last) = c.last_t_ns {
+                let dt = t.saturating_sub(last);
+                let n = (dt as f64 / period as f64).round().max(1.0) as u64;
+                c.jitter_ns.push(dt.abs_diff(n * period));
+            }
+            if c.first_t_ns.is_none() {
+                c.first_t_ns = Some(t);
+            }
+            c.last_t_ns = Some(t);
+            st.latest.insert(s.rail, *s);
+        }
+    }
+    if let Some(last) = buf.last() {
+        slot.last_after_ns = Some(last.t_after_ns);
+    }
+    let mut ring = lock(&shared.ring);
+    for s in buf.iter() {
+        if ring.buf.len() >= ring.capacity {
+            ring.buf.pop_front();
+            ring.overflows += 1;
+        }
+        ring.buf.push_back(*s);
+    }
+}
+
+/// Fixed-rate schedule for ungated (hwmon) sensors: the next tick after `now`.
+fn next_fixed_rate(prev_wake: u64, period: u64, now: u64) -> u64 {
+    let next = prev_wake + period;
+    if next > now {
+        next
+    } else {
+        now + period
+    }
+}
+
+fn push_gap(st: &mut ThreadState, gap: Gap) {
+    if st.gaps.len() >= MAX_GAPS {
+        st.gaps.pop_front();
+    }
+    st.gap_count += 1;
+    if let Some(c) = st.rails.get_mut(&gap.rail) {
+        c.gaps += 1;
+    }
+    st.gaps.push_back(gap);
+}
+
+fn record_error(shared: &ThreadShared, slot: &Slot, e: &SensorError, now: u64) {
+    let mut st = lock(&shared.state);
+    let kind = e.kind.as_str().to_string();
+    *st.errors.entry(kind.clone()).or_default() += 1;
+    for rail in slot.base..slot.base + slot.rails {
+        *st.rails
+            .entry(rail)
+            .or_default()
+            .errors
+            .entry(kind.clone())
+            .or_default() += 1;
+        let start = slot.last_after_ns.unwrap_or(now);
+        st.open_gaps
+            .entry(rail)
+            .or_insert_with(|| (start, format!("{}: {}", e.kind.as_str(), e.message)));
+    }
+}
+
+fn fail(shared: &ThreadShared, slot: &mut Slot, e: SensorError, opts: &SamplerOptions) {
+    let now = monotonic_ns();
+    let first = slot.failed.is_none();
+    if first {
+        tracing::warn!(error = %e, "power sensor read failed; gap opened, re-initialising with backoff");
+    }
+    record_error(shared, slot, &e, now);
+    slot.reset_schedule();
+    // A brown-out wants re-initialising now; a bus error a short pause first.
+    let backoff = if e.kind == ErrorKind::BrownOut {
+        0
+    } else {
+        1_000_000
+    };
+    slot.failed = Some(backoff.min(opts.max_backoff_ns));
+    slot.next_wake_ns = now + backoff;
+}
+
+impl SamplerHandle {
+    /// All rails; `Sample::rail` indexes this.
+    pub fn rails(&self) -> Vec<RailInfo> {
+        self.inner.rails.clone()
+    }
+
+    /// True when any rail comes from a simulator.
+    pub fn simulated(&self) -> bool {
+        self.inner.rails.iter().any(|r| r.simulated)
+    }
+
+    /// Samples with `from_ns <= t_ns() <= to_ns` still in the rings, sorted by `t_ns`.
+    pub fn window(&self, from_ns: u64, to_ns: u64) -> Vec<Sample> {
+        let mut out = Vec::new();
+        for t in &self.inner.threads {
+            let ring = lock(&t.ring);
+            // Each thread reads sequentially, so its ring is ordered by t_ns.
+            let lo = ring.buf.partition_point(|s| s.t_ns() < from_ns);
+            let hi = ring.buf.partition_point(|s| s.t_ns() <= to_ns);
+            out.extend(ring.buf.range(lo..hi.max(lo)).copied());
+        }
+        out.sort_by_key(|s| (s.t_ns(), s.rail));
+        out
+    }
+
+    /// Gaps overlapping `[from_ns, to_ns]`; a gap still open ends at now.
+    pub fn gaps(&self, from_ns: u64, to_ns: u64) -> Vec<Gap> {
+        let now = monotonic_ns();
+        let mut out = Vec::new();
+        for t in &self.inner.threads {
+            let st = lock(&t.state);
+            let open = st.open_gaps.iter().map(|(&rail, (start, reason))| Gap {
+                rail,
+                start_ns: *start,
+                end_ns: now,
+                reason: format!("{reason} (ongoing)"),
+            });
+            out.extend(
+                st.gaps
+                    .iter()
+                    .cloned()
+                    .chain(open)
+                    .filter(|g| g.end_ns >= from_ns && g.start_ns <= to_ns),
+            );
+        }
+        out.sort_by_key(|g| (g.start_ns, g.rail));
+        out
+    }
+
+    /// Counters and percentiles.
+    pub fn stats(&self) -> SamplerStats {
+        let now = monotonic_ns();
+        let mut rails = Vec::new();
+        let mut threads = Vec::new();
+        let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+        let mut overflows = 0;
+        let mut gaps = 0;
+        for t in &self.inner.threads {
+            let (ring_len, ring_overflows) = {
+                let r = lock(&t.ring);
+                (r.buf.len(), r.overflows)
+            };
+            let st = lock(&t.state);
+            for (&rail, c) in &st.rails {
+                let name = self
+                    .inner
+                    .rails
+                    .get(usize::from(rail))
+                    .map(|r| r.name.as_str())
+                    .unwrap_or("?");
+                rails.push(c.to_stats(rail, name));
+            }
+            for (k, v) in &st.errors {
+                *errors.entry(k.clone()).or_default() += v;
+            }
+            gaps += st.gap_count;
+            overflows += ring_overflows;
+            let stopped = t.stopped_ns.load(Ordering::Relaxed);
+            let wall_ns = if stopped > 0 { stopped } else { now }.saturating_sub(t.started_ns);
+            let cpu_ns = t.cpu_ns.load(Ordering::Relaxed);
+            threads.push(ThreadStats {
+                name: t.name.clone(),
+                cpu_ns,
+                wall_ns,
+                cpu_percent: if wall_ns > 0 {
+                    cpu_ns as f64 * 100.0 / wall_ns as f64
+                } else {
+                    0.0
+                },
+                ring_len,
+                ring_overflows,
+            });
+        }
+        rails.sort_by_key(|r| r.rail);
+        SamplerStats {
+            rails,
+            threads,
+            ring_overflows: overflows,
+            gaps,
+            errors_by_kind: errors,
+        }
+    }
+
+    /// The newest sample of each rail (index = rail).
+    pub fn latest(&self) -> Vec<Option<Sample>> {
+        let mut out = vec![None; self.inner.rails.len()];
+        for t in &self.inner.threads {
+            let st = lock(&t.state);
+            for (&rail, s) in &st.latest {
+                if let Some(slot) = out.get_mut(usize::from(rail)) {
+                    *slot = Some(*s);
+                }
+            }
+        }
+        out
+    }
+
+    /// What each sensor is and how it is set up.
+    pub fn describe(&self) -> Vec<SensorInfo> {
+        self.inner.infos.clone()
+    }
+
+    /// Simulator counters (location, snapshot) for every simulated sensor.
+    pub fn sim_stats(&self) -> Vec<(String, SimStats)> {
+        self.inner
+            .sims
+            .iter()
+            .map(|(l, c)| (l.clone(), c.snapshot()))
+            .collect()
+    }
+
+    /// Cancels and joins the sampler threads. Idempotent.
+    pub fn shutdown(&self) {
+        self.inner.cancel.cancel();
+        let joins: Vec<JoinHandle<()>> = lock(&self.inner.joins).drain(..).collect();
+        for j in joins {
+            if j.join().is_err() {
+                tracing::error!("a sampler thread panicked");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_rate_skips_missed_ticks() {
+        assert_eq!(next_fixed_rate(1000, 100, 1050), 1100);
+        assert_eq!(next_fixed_rate(1000, 100, 1500), 1600);
+    }
+}

@@ -1,0 +1,290 @@
+//! Register-level chip simulators (`kind = "sim"`): an INA219 and an INA3221 that
+//! implement `embedded_hal::i2c::I2c`, so the real drivers and the sampler run on
+//! them unchanged.
+//!
+//! Time is the host's CLOCK_MONOTONIC: a chip model converts lazily, working out on
+//! each register access how many conversions have completed since the configuration
+//! was written. Each transaction takes as long as it would on the wire at the
+//! configured bus clock (≈ 120 µs for a register read at 400 kHz), slept precisely,
+//! so the sampler's time budget is the real one.
+
+pub mod faults;
+pub mod ina219;
+pub mod ina3221;
+pub mod load;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use embedded_hal::i2c::{ErrorKind, ErrorType, I2c, NoAcknowledgeSource, Operation};
+use serde::Serialize;
+
+use crate::clock::monotonic_ns;
+use crate::power::timing::sleep_until_ns;
+pub use faults::FaultSchedule;
+
+/// What a chip model does with register traffic; `now_ns` is when the bytes reach it.
+pub trait RegisterModel: Send {
+    /// Reads a register (side effects such as clearing CNVR/CVRF happen here).
+    fn read(&mut self, reg: u8, now_ns: u64) -> u16;
+    /// Writes a register.
+    fn write(&mut self, reg: u8, value: u16, now_ns: u64);
+    /// Supply dip: every register back to its power-on value.
+    fn power_on_reset(&mut self, now_ns: u64);
+    /// Conversions completed since creation.
+    fn conversions(&self) -> u64;
+}
+
+/// Counters shared between a simulator and whoever watches it (tests, the bench).
+#[derive(Debug, Default)]
+pub struct SimCounters {
+    /// Transactions addressed to the chip.
+    pub transactions: AtomicU64,
+    /// Conversions the chip completed (as of the last access).
+    pub conversions: AtomicU64,
+    /// Transactions answered with an injected NACK.
+    pub nacks_injected: AtomicU64,
+    /// Transactions failed with an injected bus error.
+    pub bus_errors_injected: AtomicU64,
+    /// Stuck-bus episodes started.
+    pub stuck_episodes: AtomicU64,
+    /// Transactions that timed out on a stuck bus.
+    pub stuck_timeouts: AtomicU64,
+    /// Brown-outs (registers back to POR).
+    pub brown_outs: AtomicU64,
+}
+
+/// A snapshot of `SimCounters`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SimStats {
+    /// Transactions addressed to the chip.
+    pub transactions: u64,
+    /// Conversions completed.
+    pub conversions: u64,
+    /// Injected NACKs.
+    pub nacks_injected: u64,
+    /// Injected bus errors.
+    pub bus_errors_injected: u64,
+    /// Stuck episodes.
+    pub stuck_episodes: u64,
+    /// Stuck timeouts.
+    pub stuck_timeouts: u64,
+    /// Brown-outs.
+    pub brown_outs: u64,
+}
+
+impl SimCounters {
+    /// Reads all counters.
+    pub fn snapshot(&self) -> SimStats {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SimStats {
+            transactions: l(&self.transactions),
+            conversions: l(&self.conversions),
+            nacks_injected: l(&self.nacks_injected),
+            bus_errors_injected: l(&self.bus_errors_injected),
+            stuck_episodes: l(&self.stuck_episodes),
+            stuck_timeouts: l(&self.stuck_timeouts),
+            brown_outs: l(&self.brown_outs),
+        }
+    }
+}
+
+/// A simulated bus error, classified like a real adapter's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimError(pub ErrorKind);
+
+impl embedded_hal::i2c::Error for SimError {
+    fn kind(&self) -> ErrorKind {
+        self.0
+    }
+}
+
+impl std::fmt::Display for SimError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "simulated i2c error: {:?}", self.0)
+    }
+}
+
+/// How long a stuck bus blocks one transaction before the adapter gives up
+/// (Linux adapters time out; i2c-bcm2835 after its clock-stretch timeout).
+pub const ADAPTER_TIMEOUT_NS: u64 = 25_000_000;
+
+/// Wire time of a transaction at `bus_khz`: 9 bits per byte (8 + ACK) including
+/// each address byte, plus one bit time per START/repeated START and the STOP.
+/// A 1-byte-pointer, 2-byte register read is 48 bits: 120 µs at 400 kHz.
+pub fn transaction_ns(ops: &[(bool, usize)], bus_khz: u32) -> u64 {
+    let bits: usize = ops.iter().map(|&(_, len)| 9 * (1 + len) + 1).sum::<usize>() + 1;
+    bits as u64 * 1_000_000 / u64::from(bus_khz.max(1))
+}
+
+/// A chip model on its own simulated bus.
+pub struct SimI2c<M> {
+    model: M,
+    address: u8,
+    bus_khz: u32,
+    /// The register pointer (set by the first byte of every write).
+    pointer: u8,
+    faults: FaultSchedule,
+    counters: Arc<SimCounters>,
+    /// Transaction time is slept (true) or only accounted (false; unit tests).
+    realtime: bool,
+}
+
+impl<M: RegisterModel> SimI2c<M> {
+    /// A simulator answering at `address`.
+    pub fn new(model: M, address: u8, bus_khz: u32, faults: FaultSchedule) -> Self {
+        SimI2c {
+            model,
+            address,
+            bus_khz,
+            pointer: 0,
+            faults,
+            counters: Arc::new(SimCounters::default()),
+            realtime: true,
+        }
+    }
+
+    /// Skip the wire-time sleep (for tests that check logic, not timing).
+    pub fn without_wire_time(mut self) -> Self {
+        self.realtime = false;
+        self
+    }
+
+    /// The shared counters.
+    pub fn counters(&self) -> Arc<SimCounters> {
+        self.counters.clone()
+    }
+
+    /// The chip model (tests inspect it).
+    pub fn model_mut(&mut self) -> &mut M {
+        &mut self.model
+    }
+
+    fn wait(&self, until_ns: u64) {
+        if self.realtime {
+            sleep_until_ns(until_ns);
+        }
+    }
+}
+
+impl<M: RegisterModel> ErrorType for SimI2c<M> {
+    type Error = SimError;
+}
+
+impl<M: RegisterModel> I2c for SimI2c<M> {
+    fn transaction(
+        &mut self,
+        address: u8,
+        operations: &mut [Operation<'_>],
+    ) -> Result<(), SimError> {
+        let start = monotonic_ns();
+        let shape: Vec<(bool, usize)> = operations
+            .iter()
+            .map(|op| match op {
+                Operation::Read(b) => (true, b.len()),
+                Operation::Write(b) => (false, b.len()),
+            })
+            .collect();
+        let wire_ns = transaction_ns(&shape, self.bus_khz);
+        let addr_byte_ns = transaction_ns(&[(false, 0)], self.bus_khz);
+
+        // A stuck bus (SDA held low) blocks everyone, whatever the address.
+        let fired = self.faults.poll(start);
+        if fired.brown_out {
+            self.counters.brown_outs.fetch_add(1, Ordering::Relaxed);
+            self.model.power_on_reset(start);
+        }
+        if fired.stuck_started {
+            self.counters.stuck_episodes.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(until) = self.faults.stuck_until(start) {
+            self.wait(until.min(start + ADAPTER_TIMEOUT_NS));
+            self.counters.stuck_timeouts.fetch_add(1, Ordering::Relaxed);
+            return Err(SimError(ErrorKind::Other));
+        }
+        if address != self.address {
+            self.wait(start + addr_byte_ns);
+            return Err(SimError(ErrorKind::NoAcknowledge(
+                NoAcknowledgeSource::Address,
+            )));
+        }
+        self.counters.transactions.fetch_add(1, Ordering::Relaxed);
+        if self.faults.take_nack() {
+            self.counters.nacks_injected.fetch_add(1, Ordering::Relaxed);
+            self.wait(start + addr_byte_ns);
+            return Err(SimError(ErrorKind::NoAcknowledge(
+                NoAcknowledgeSource::Address,
+            )));
+        }
+        if self.faults.take_bus_error() {
+            self.counters
+                .bus_errors_injected
+                .fetch_add(1, Ordering::Relaxed);
+            self.wait(start + wire_ns / 2);
+            return Err(SimError(ErrorKind::Bus));
+        }
+
+        // The chip sees the bytes at the end of the wire time (the data phase).
+        let t_chip = start + wire_ns;
+        self.wait(t_chip);
+        for op in operations.iter_mut() {
+            match op {
+                Operation::Write(bytes) => {
+                    if let Some(&p) = bytes.first() {
+                        self.pointer = p;
+                    }
+                    if bytes.len() >= 3 {
+                        self.model.write(
+                            self.pointer,
+                            u16::from_be_bytes([bytes[1], bytes[2]]),
+                            t_chip,
+                        );
+                    }
+                }
+                Operation::Read(buf) => {
+                    // No auto-increment on these chips: longer reads repeat the register.
+                    let v = self.model.read(self.pointer, t_chip).to_be_bytes();
+                    for (i, b) in buf.iter_mut().enumerate() {
+                        *b = v[i % 2];
+                    }
+                }
+            }
+        }
+        self.counters
+            .conversions
+            .store(self.model.conversions(), Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Rounds to the nearest integer code and clamps to `lo..=hi`; says if it clamped.
+pub fn quantise(value: f64, lsb: f64, lo: i32, hi: i32) -> (i32, bool) {
+    let code = (value / lsb).round();
+    if code > f64::from(hi) {
+        (hi, true)
+    } else if code < f64::from(lo) {
+        (lo, true)
+    } else {
+        (code as i32, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn register_read_is_120_us_at_400_khz() {
+        assert_eq!(transaction_ns(&[(false, 1), (true, 2)], 400), 120_000);
+        assert_eq!(transaction_ns(&[(false, 1), (true, 2)], 1000), 48_000);
+        // A 3-byte register write: 4 bytes × 9 + START + STOP = 38 bits.
+        assert_eq!(transaction_ns(&[(false, 3)], 400), 95_000);
+    }
+
+    #[test]
+    fn quantise_clamps() {
+        assert_eq!(quantise(0.0012345, 0.00001, -4000, 4000), (123, false));
+        assert_eq!(quantise(0.05, 0.00001, -4000, 4000), (4000, true));
+        assert_eq!(quantise(-0.05, 0.00001, -4000, 4000), (-4000, true));
+    }
+}
