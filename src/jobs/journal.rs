@@ -231,7 +231,9 @@ impl Journal {
             params![id, now_ns() as i64],
         )?;
         let attempts: u32 = tx
-            .query_row("SELECT attempts FROM journal WHERE id = ?1", [id], |r| r.get(0))
+            .query_row("SELECT attempts FROM journal WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
             .optional()?
             .unwrap_or(0);
         tx.commit()?;
@@ -378,7 +380,14 @@ fn insert_outbox(
     )?;
     let mut out = Vec::with_capacity(messages.len());
     for m in messages {
-        stmt.execute(params![job_id, m.topic, m.payload, m.retain as i64, m.correlation, now])?;
+        stmt.execute(params![
+            job_id,
+            m.topic,
+            m.payload,
+            m.retain as i64,
+            m.correlation,
+            now
+        ])?;
         out.push(OutboxEntry {
             seq: conn.last_insert_rowid(),
             job_id: job_id.map(str::to_string),
@@ -449,7 +458,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(j.admit("a", b"p2", &reply, "t").unwrap(), Admission::Conflict(_)));
+        assert!(matches!(
+            j.admit("a", b"p2", &reply, "t").unwrap(),
+            Admission::Conflict(_)
+        ));
     }
 
     #[test]
@@ -460,7 +472,14 @@ mod tests {
             let mut j = Journal::open(&path).unwrap();
             j.admit("a", b"p", &Reply::default(), "t").unwrap();
             assert_eq!(j.start("a").unwrap(), 1);
-            let out = j.finish("a", JobState::Succeeded, "{\"id\":\"a\"}", &[msg("x"), msg("y")]).unwrap();
+            let out = j
+                .finish(
+                    "a",
+                    JobState::Succeeded,
+                    "{\"id\":\"a\"}",
+                    &[msg("x"), msg("y")],
+                )
+                .unwrap();
             assert_eq!(out.len(), 2);
             j.mark_sent(&[out[0].seq]).unwrap();
         }
@@ -483,7 +502,10 @@ mod tests {
         j.admit("b", b"2", &Reply::default(), "t").unwrap();
         j.start("a").unwrap();
         let u = j.unfinished().unwrap();
-        assert_eq!(u.iter().map(|x| x.id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            u.iter().map(|x| x.id.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
         assert_eq!(u[0].state, JobState::Running);
         assert_eq!(u[0].attempts, 1);
         j.requeue("a").unwrap();

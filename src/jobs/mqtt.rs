@@ -35,7 +35,9 @@ use tokio_util::task::TaskTracker;
 /// Broker session errors.
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
-    #[error("invalid broker URL '{url}': {reason} (expected mqtt://HOST:PORT or mqtts://HOST:PORT)")]
+    #[error(
+        "invalid broker URL '{url}': {reason} (expected mqtt://HOST:PORT or mqtts://HOST:PORT)"
+    )]
     BadUrl { url: String, reason: String },
     #[error("cannot read {what} '{path}': {source}")]
     ReadFile {

@@ -103,8 +103,9 @@ pub struct Job {
     pub id: String,
     /// What to run.
     pub request: GenerateRequest,
-    /// Publish text pieces on the `tokens` topic while generating.
-    pub stream: bool,
+    /// Publish text pieces on the `tokens` topic while generating; `None` = the
+    /// daemon's default (`mqtt.stream_default`).
+    pub stream: Option<bool>,
     /// What to publish on the `trace` topic.
     pub trace: TraceLevel,
 }
@@ -129,7 +130,10 @@ pub enum JobError {
     #[error("unknown field '{field}'; allowed fields are listed in docs/protocol.md")]
     UnknownField { field: String },
     #[error("field '{field}' is missing: {hint}")]
-    MissingField { field: &'static str, hint: &'static str },
+    MissingField {
+        field: &'static str,
+        hint: &'static str,
+    },
     #[error("field '{field}' must be {expected}, got {got}")]
     WrongType {
         field: String,
@@ -146,7 +150,9 @@ pub enum JobError {
     BothPromptAndMessages,
     #[error("neither 'prompt' nor 'messages' is present; send exactly one")]
     NoPrompt,
-    #[error("field '{field}' is {size} bytes; the limit is {limit} bytes (limits.max_prompt_bytes)")]
+    #[error(
+        "field '{field}' is {size} bytes; the limit is {limit} bytes (limits.max_prompt_bytes)"
+    )]
     PromptTooLarge {
         field: &'static str,
         size: usize,
@@ -457,7 +463,9 @@ pub fn validate_model_name(name: &str) -> Result<(), JobError> {
         return bad("is longer than 255 bytes");
     }
     if name.contains('/') || name.contains('\\') {
-        return bad("contains a path separator; give the file stem of a .gguf in the model directory");
+        return bad(
+            "contains a path separator; give the file stem of a .gguf in the model directory",
+        );
     }
     if name == "." || name == ".." || name.contains("..") {
         return bad("contains '..'; give the file stem of a .gguf in the model directory");
@@ -514,7 +522,9 @@ fn parse_fields(
         }
         (Some(v), _) if !v.is_null() => return Err(wrong("prompt", "a string", v)),
         (_, Some(Value::Array(items))) => PromptInput::Messages(parse_messages(items, limits)?),
-        (_, Some(v)) if !v.is_null() => return Err(wrong("messages", "an array of {role, content}", v)),
+        (_, Some(v)) if !v.is_null() => {
+            return Err(wrong("messages", "an array of {role, content}", v))
+        }
         _ => return Err(JobError::NoPrompt),
     };
 
@@ -525,7 +535,11 @@ fn parse_fields(
         }
         o.n_ctx = v;
     }
-    let ctx_cap = if o.n_ctx == 0 { limits.max_n_ctx } else { o.n_ctx };
+    let ctx_cap = if o.n_ctx == 0 {
+        limits.max_n_ctx
+    } else {
+        o.n_ctx
+    };
     if let Some(v) = get_u32(map, "max_tokens")? {
         o.max_tokens = in_range_u32("max_tokens", v, 1, ctx_cap)?;
     } else if o.max_tokens > ctx_cap {
@@ -598,12 +612,16 @@ fn parse_fields(
     }
     let keep_alive_s = match get_i64(map, "keep_alive_s")? {
         Some(v) if v > 31_536_000 => {
-            return Err(out_of_range("keep_alive_s", v, "at most 31536000 (negative = keep loaded)"))
+            return Err(out_of_range(
+                "keep_alive_s",
+                v,
+                "at most 31536000 (negative = keep loaded)",
+            ))
         }
         Some(v) if v < 0 => Some(-1),
         other => other,
     };
-    let stream = get_bool(map, "stream")?.unwrap_or(false);
+    let stream = get_bool(map, "stream")?;
     let trace = match get_str(map, "trace")? {
         None => TraceLevel::None,
         Some("none") => TraceLevel::None,
@@ -654,7 +672,11 @@ fn parse_messages(items: &[Value], limits: &Limits) -> Result<Vec<ChatMessage>, 
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let Value::Object(m) = item else {
-            return Err(wrong(&format!("messages[{i}]"), "an object {role, content}", item));
+            return Err(wrong(
+                &format!("messages[{i}]"),
+                "an object {role, content}",
+                item,
+            ));
         };
         if let Some(k) = m.keys().find(|k| *k != "role" && *k != "content") {
             return Err(JobError::UnknownField {
@@ -662,7 +684,9 @@ fn parse_messages(items: &[Value], limits: &Limits) -> Result<Vec<ChatMessage>, 
             });
         }
         let role = match m.get("role") {
-            Some(Value::String(r)) if matches!(r.as_str(), "system" | "user" | "assistant") => r.clone(),
+            Some(Value::String(r)) if matches!(r.as_str(), "system" | "user" | "assistant") => {
+                r.clone()
+            }
             Some(Value::String(r)) => {
                 return Err(out_of_range(
                     &format!("messages[{i}].role"),
@@ -918,7 +942,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn parse(s: &str) -> Result<Job, Rejected> {
-        parse_job(s.as_bytes(), &Limits::default(), &GenerateOptions::default())
+        parse_job(
+            s.as_bytes(),
+            &Limits::default(),
+            &GenerateOptions::default(),
+        )
     }
 
     fn code(s: &str) -> &'static str {
@@ -936,9 +964,10 @@ mod tests {
         assert_eq!(j.request.options.max_tokens, 8);
         assert_eq!(j.request.options.stop, vec!["\n".to_string()]);
         assert_eq!(j.request.options.n_ctx, 256);
-        assert!(j.stream);
+        assert_eq!(j.stream, Some(true));
         assert_eq!(j.trace, TraceLevel::Full);
-        let j = parse(r#"{"id":"a","model":"m","messages":[{"role":"user","content":"x"}]}"#).unwrap();
+        let j =
+            parse(r#"{"id":"a","model":"m","messages":[{"role":"user","content":"x"}]}"#).unwrap();
         assert!(matches!(j.request.input, PromptInput::Messages(ref m) if m.len() == 1));
     }
 
@@ -966,14 +995,35 @@ mod tests {
         let e = parse(r#"{"id":"a","model":"m","prompt":"x","max_tokens":0}"#).unwrap_err();
         assert_eq!(e.error.code(), "out_of_range");
         assert!(e.error.to_string().contains("'max_tokens'"));
-        assert_eq!(code(r#"{"id":"a","model":"m","prompt":"x","max_tokens":300,"n_ctx":256}"#), "out_of_range");
-        assert_eq!(code(r#"{"id":"a","model":"m","prompt":"x","temperature":5.5}"#), "out_of_range");
-        assert_eq!(code(r#"{"id":"a","model":"m","prompt":"x","threads":100000}"#), "out_of_range");
-        assert_eq!(code(r#"{"id":"a","model":"m","prompt":"x","threads":0}"#), "out_of_range");
-        assert_eq!(code(r#"{"id":"a","model":"m","prompt":"x","messages":[]}"#), "prompt_and_messages");
+        assert_eq!(
+            code(r#"{"id":"a","model":"m","prompt":"x","max_tokens":300,"n_ctx":256}"#),
+            "out_of_range"
+        );
+        assert_eq!(
+            code(r#"{"id":"a","model":"m","prompt":"x","temperature":5.5}"#),
+            "out_of_range"
+        );
+        assert_eq!(
+            code(r#"{"id":"a","model":"m","prompt":"x","threads":100000}"#),
+            "out_of_range"
+        );
+        assert_eq!(
+            code(r#"{"id":"a","model":"m","prompt":"x","threads":0}"#),
+            "out_of_range"
+        );
+        assert_eq!(
+            code(r#"{"id":"a","model":"m","prompt":"x","messages":[]}"#),
+            "prompt_and_messages"
+        );
         assert_eq!(code(r#"{"id":"a","model":"m"}"#), "no_prompt");
-        assert_eq!(code(r#"{"id":"a","model":"../etc/passwd","prompt":"x"}"#), "invalid_model_name");
-        assert_eq!(code(r#"{"id":"a","model":"a/b","prompt":"x"}"#), "invalid_model_name");
+        assert_eq!(
+            code(r#"{"id":"a","model":"../etc/passwd","prompt":"x"}"#),
+            "invalid_model_name"
+        );
+        assert_eq!(
+            code(r#"{"id":"a","model":"a/b","prompt":"x"}"#),
+            "invalid_model_name"
+        );
         assert_eq!(code(r#"{"id":"a","prompt":"x"}"#), "missing_field");
         let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
         assert_eq!(code(&deep), "json_too_deep");
@@ -981,15 +1031,23 @@ mod tests {
             max_prompt_bytes: 4,
             ..Limits::default()
         };
-        let e = parse_job(br#"{"id":"a","model":"m","prompt":"hello"}"#, &limits, &GenerateOptions::default())
-            .unwrap_err();
+        let e = parse_job(
+            br#"{"id":"a","model":"m","prompt":"hello"}"#,
+            &limits,
+            &GenerateOptions::default(),
+        )
+        .unwrap_err();
         assert_eq!(e.error.code(), "prompt_too_large");
         let limits = Limits {
             max_payload_bytes: 10,
             ..Limits::default()
         };
-        let e = parse_job(br#"{"id":"a","model":"m","prompt":"hello"}"#, &limits, &GenerateOptions::default())
-            .unwrap_err();
+        let e = parse_job(
+            br#"{"id":"a","model":"m","prompt":"hello"}"#,
+            &limits,
+            &GenerateOptions::default(),
+        )
+        .unwrap_err();
         assert_eq!(e.error.code(), "payload_too_large");
     }
 
@@ -1017,7 +1075,9 @@ mod tests {
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
             any::<i64>().prop_map(|i| Value::from(i)),
-            any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)),
+            any::<f64>().prop_map(|f| serde_json::Number::from_f64(f)
+                .map(Value::Number)
+                .unwrap_or(Value::Null)),
             ".{0,12}".prop_map(Value::String),
         ];
         leaf.prop_recursive(6, 64, 8, |inner| {

@@ -25,7 +25,9 @@ pub struct QueuedJob {
 
 /// The queue is full.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the job queue is full ({capacity} jobs waiting); retry later or send the job to another board")]
+#[error(
+    "the job queue is full ({capacity} jobs waiting); retry later or send the job to another board"
+)]
 pub struct QueueFull {
     /// The configured capacity (`limits.queue_capacity`).
     pub capacity: usize,
@@ -181,7 +183,7 @@ mod tests {
                     options: GenerateOptions::default(),
                     keep_alive_s: None,
                 },
-                stream: false,
+                stream: None,
                 trace: TraceLevel::None,
             },
             reply: Reply::default(),

@@ -1,0 +1,220 @@
+//! Energy for the daemon's jobs: the power sampler and thermal recorder run for the
+//! daemon's whole life (the idle baseline needs the seconds *before* a job), and
+//! after each job its window of samples and the engine's events become a
+//! [`Trace`], its [`EnergySummary`](crate::trace::EnergySummary) and a stored row.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::Settings;
+use crate::clock::ClockAnchor;
+use crate::infer::{EngineEvent, RunReport};
+use crate::power::{start_sampler, SamplerHandle, SamplerOptions};
+use crate::trace::{summarize, EnergyOptions, Store, ThermalConfig, ThermalRecorder, Trace};
+
+/// Sampler, thermal recorder and trace store, shared by the daemon's tasks.
+pub struct Measure {
+    /// The sampler; `None` when no sensor is configured (results then say `energy: null`).
+    sampler: Option<Arc<SamplerHandle>>,
+    /// CPU temperature / frequency during jobs; `None` when disabled.
+    thermal: Option<Arc<ThermalRecorder>>,
+    /// The trace store (same SQLite file as the journal); its own connection.
+    store: Option<Arc<Mutex<Store>>>,
+    /// Idle window and gap limit for the energy math.
+    opts: EnergyOptions,
+}
+
+/// What one job measured.
+pub struct Measured {
+    /// The result's `energy` object (`null` without sensors).
+    pub energy: Value,
+    /// The result's `thermal` object (`null` when not recorded).
+    pub thermal: Value,
+    /// The full trace, for the store and the `trace` topic.
+    pub trace: Option<Trace>,
+}
+
+impl Measure {
+    /// Starts the sampler (when sensors are configured) and the thermal recorder, and
+    /// opens the trace store.
+    pub fn start(settings: &Settings, cancel: CancellationToken) -> anyhow::Result<Measure> {
+        let p = &settings.power;
+        let sampler = if p.sensors.is_empty() {
+            tracing::warn!("no [[power.sensors]] configured: results will carry no energy figures");
+            None
+        } else {
+            let opts = SamplerOptions {
+                ring_capacity: p.ring_capacity.max(1024),
+                max_gap_ns: p.max_gap_ms.saturating_mul(1_000_000),
+                ..SamplerOptions::default()
+            };
+            Some(Arc::new(start_sampler(&p.sensors, opts, cancel.clone())?))
+        };
+        let thermal = if p.thermal_interval_ms == 0 {
+            None
+        } else {
+            let cfg = ThermalConfig {
+                period: Duration::from_millis(p.thermal_interval_ms),
+                ..ThermalConfig::default()
+            };
+            match ThermalRecorder::start(cfg, cancel) {
+                Ok(t) => Some(Arc::new(t)),
+                Err(e) => {
+                    tracing::warn!("thermal recording is off: {e}");
+                    None
+                }
+            }
+        };
+        let store = match Store::open(&settings.store_path) {
+            Ok(s) => Some(Arc::new(Mutex::new(s))),
+            Err(e) => {
+                tracing::warn!("traces will not be stored: {e}");
+                None
+            }
+        };
+        Ok(Measure {
+            sampler,
+            thermal,
+            store,
+            opts: EnergyOptions {
+                idle_window_ns: p.idle_window_ms.saturating_mul(1_000_000),
+                max_gap_ns: p.max_gap_ms.saturating_mul(1_000_000),
+            },
+        })
+    }
+
+    /// Rail names, for the board status.
+    pub fn rail_names(&self) -> Vec<String> {
+        self.sampler
+            .as_ref()
+            .map(|s| s.rails().into_iter().map(|r| r.name).collect())
+            .unwrap_or_default()
+    }
+
+    /// True when the readings are simulated.
+    pub fn simulated(&self) -> bool {
+        self.sampler.as_ref().is_some_and(|s| s.simulated())
+    }
+
+    /// The latest reading per rail, for the live power topic.
+    pub fn live(&self) -> Option<Value> {
+        let s = self.sampler.as_ref()?;
+        let rails = s.rails();
+        let latest = s.latest();
+        let list: Vec<Value> = rails
+            .iter()
+            .zip(latest)
+            .map(|(r, sample)| match sample {
+                Some(x) => json!({
+                    "name": r.name,
+                    "total": r.total,
+                    "power_w": x.power_uw as f64 / 1e6,
+                    "bus_v": f64::from(x.bus_mv) / 1e3,
+                    "current_a": x.current_ua as f64 / 1e6,
+                    "t_ns": x.t_ns(),
+                }),
+                None => json!({ "name": r.name, "total": r.total, "power_w": null }),
+            })
+            .collect();
+        Some(json!({ "simulated": s.simulated(), "rails": list }))
+    }
+
+    /// Builds the job's trace and energy summary (on the blocking pool: copying a
+    /// window of samples and integrating is CPU work).
+    pub async fn job(
+        &self,
+        id: &str,
+        model: &str,
+        events: Vec<EngineEvent>,
+        report: &RunReport,
+    ) -> Measured {
+        let sampler = self.sampler.clone();
+        let thermal = self.thermal.clone();
+        let opts = self.opts.clone();
+        let (id, model) = (id.to_string(), model.to_string());
+        let (start_ns, end_ns) = (report.start_ns, report.end_ns);
+        let task = tokio::task::spawn_blocking(move || {
+            let Some(s) = sampler else {
+                return Measured {
+                    energy: Value::Null,
+                    thermal: Value::Null,
+                    trace: None,
+                };
+            };
+            let from = start_ns.saturating_sub(opts.idle_window_ns);
+            let mut trace = Trace::new(id, s.rails(), ClockAnchor::now());
+            trace.model = Some(model);
+            trace.extend_samples(s.window(from, end_ns));
+            trace.extend_events(events.iter());
+            trace.sampler_stats = serde_json::to_value(s.stats()).unwrap_or(Value::Null);
+            trace.gaps = s
+                .gaps(from, end_ns)
+                .into_iter()
+                .map(|g| crate::trace::Gap {
+                    rail: g.rail,
+                    start_ns: g.start_ns,
+                    end_ns: g.end_ns,
+                    reason: g.reason,
+                })
+                .collect();
+            trace.thermal = thermal.as_ref().map(|t| t.window(from, end_ns));
+            let summary = summarize(&trace, &opts);
+            let thermal = trace
+                .thermal
+                .as_ref()
+                .map(|t| crate::trace::thermal::summarize_thermal(t, start_ns, end_ns));
+            Measured {
+                energy: serde_json::to_value(&summary).unwrap_or(Value::Null),
+                thermal: serde_json::to_value(&thermal).unwrap_or(Value::Null),
+                trace: Some(trace),
+            }
+        });
+        task.await.unwrap_or(Measured {
+            energy: Value::Null,
+            thermal: Value::Null,
+            trace: None,
+        })
+    }
+
+    /// Stores the job's row (request, result, energy) and trace in the trace store,
+    /// for `edgewatt report` and `edgewatt trace`.
+    pub async fn store(
+        &self,
+        id: &str,
+        state: &str,
+        request_json: String,
+        result: &Value,
+        trace: Option<Trace>,
+    ) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let (id, state) = (id.to_string(), state.to_string());
+        let result_json = result.to_string();
+        let energy_json = result
+            .get("energy")
+            .filter(|e| !e.is_null())
+            .map(|e| e.to_string());
+        let res = tokio::task::spawn_blocking(move || -> Result<(), crate::trace::StoreError> {
+            let store = store.lock().unwrap_or_else(|e| e.into_inner());
+            store.upsert_job(&id, &state, &request_json)?;
+            store.set_result(&id, &state, &result_json)?;
+            if let Some(e) = energy_json {
+                store.set_energy(&id, &e)?;
+            }
+            if let Some(t) = trace {
+                store.put_trace(&t)?;
+            }
+            Ok(())
+        })
+        .await;
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("cannot store the trace of a job: {e}"),
+            Err(_) => tracing::warn!("the trace store task panicked"),
+        }
+    }
+}

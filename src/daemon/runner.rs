@@ -1,0 +1,312 @@
+//! The runner: takes one job at a time from the queue to the engine.
+//!
+//! Per job: `running` (phase `load`) is published, the attempt is journaled, the
+//! engine runs with an observer that forwards phase changes and (when asked) text
+//! pieces to a forwarder task over a bounded channel — the observer runs on the
+//! inference thread and only ever `try_send`s. When the engine returns, the energy is
+//! computed, and the outcome is journaled together with its messages (terminal
+//! status, result, Response Topic copy) for the outbox.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::Ctx;
+use crate::clock::monotonic_ns;
+use crate::infer::{
+    EngineError, EngineEvent, EventLog, EventObserver, FinishReason, RunReport, Tee,
+};
+use crate::jobs::mqtt::OutMessage;
+use crate::jobs::protocol::{ErrorBody, JobState, TokenMsg, TraceLevel};
+use crate::jobs::queue::QueuedJob;
+
+/// Trace messages are split into chunks of at most this many bytes of JSON text.
+const TRACE_CHUNK: usize = 64 * 1024;
+
+/// Runs jobs until the queue closes or `cancel` fires.
+pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) {
+    while let Some((job, token)) = ctx.queue.next(&cancel).await {
+        ctx.status_wake.notify_one();
+        run_one(&ctx, job, token).await;
+        ctx.queue.finish_running();
+        ctx.status_wake.notify_one();
+    }
+}
+
+/// What the observer tells the forwarder.
+enum Progress {
+    Phase(&'static str),
+    Token(u32, String),
+}
+
+/// Engine observer: phase changes always, text pieces when streaming. Never blocks.
+struct Forward {
+    tx: mpsc::Sender<Progress>,
+    stream: bool,
+}
+
+impl EventObserver for Forward {
+    fn on_event(&mut self, event: &EngineEvent) {
+        let p = match event {
+            EngineEvent::PrefillStart { .. } => Progress::Phase("prefill"),
+            EngineEvent::PrefillEnd { .. } => Progress::Phase("decode"),
+            EngineEvent::Token { index, piece, .. } if self.stream => {
+                Progress::Token(*index, piece.clone())
+            }
+            _ => return,
+        };
+        // A full channel drops a piece rather than stall generation.
+        let _ = self.tx.try_send(p);
+    }
+}
+
+async fn forward(ctx: Arc<Ctx>, id: String, mut rx: mpsc::Receiver<Progress>) {
+    let mut last_phase = "load";
+    let tokens_topic = ctx.topics.job(&id, "tokens");
+    while let Some(p) = rx.recv().await {
+        match p {
+            Progress::Phase(phase) => {
+                if phase != last_phase {
+                    last_phase = phase;
+                    ctx.publish_status(&id, JobState::Running, Some(phase), None, None)
+                        .await;
+                }
+            }
+            Progress::Token(index, text) => {
+                let msg = TokenMsg {
+                    id: id.clone(),
+                    index,
+                    text,
+                };
+                let mut out = OutMessage::json(
+                    tokens_topic.clone(),
+                    serde_json::to_vec(&msg).unwrap_or_default(),
+                );
+                out.qos = rumqttc::v5::mqttbytes::QoS::AtMostOnce;
+                // In order with the statuses; QoS 0, so a broker outage loses pieces,
+                // never the result.
+                let _ = ctx.session.publish(out).await;
+            }
+        }
+    }
+}
+
+async fn run_one(ctx: &Arc<Ctx>, q: QueuedJob, token: CancellationToken) {
+    let id = q.job.id.clone();
+    let queue_ms = monotonic_ns().saturating_sub(q.accepted_ns) as f64 / 1e6;
+    ctx.publish_status(&id, JobState::Running, Some("load"), None, None)
+        .await;
+    let jid = id.clone();
+    if let Err(e) = ctx.journal.call(move |j| j.start(&jid)).await {
+        // Without the attempt recorded a crash could re-run it forever; fail it now.
+        tracing::error!("cannot journal the start of job '{id}': {e}");
+        let body = ErrorBody {
+            code: "journal_failed".into(),
+            message: e.to_string(),
+        };
+        let _ = ctx
+            .finish_with_error(&id, &q.reply, JobState::Failed, body)
+            .await;
+        return;
+    }
+
+    let stream = q.job.stream.unwrap_or(ctx.settings.stream_default);
+    let (tx, rx) = mpsc::channel(1024);
+    let log = Arc::new(Mutex::new(EventLog::default()));
+    let observer = Tee(vec![
+        Box::new(log.clone()),
+        Box::new(Forward { tx, stream }),
+    ]);
+    let forwarder = tokio::spawn(forward(ctx.clone(), id.clone(), rx));
+
+    let request_json = request_json(&q);
+    let generation = ctx
+        .engine
+        .generate(q.job.request.clone(), Box::new(observer), token.clone());
+    tokio::pin!(generation);
+
+    // A graceful shutdown lets the job finish within the drain timeout; after that it
+    // is canceled and put back as `accepted`, to run again at the next start.
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
+    let mut requeue = false;
+    let outcome = loop {
+        tokio::select! {
+            r = &mut generation => break r,
+            _ = ctx.draining.cancelled(), if drain_deadline.is_none() => {
+                drain_deadline = Some(tokio::time::Instant::now() + ctx.settings.drain_timeout);
+            }
+            _ = sleep_until(drain_deadline), if !requeue => {
+                tracing::warn!("job '{id}' did not finish within the drain timeout; requeueing it");
+                requeue = true;
+                token.cancel();
+            }
+        }
+    };
+    // The engine drops the observer when the job ends, which closes the channel.
+    if tokio::time::timeout(Duration::from_secs(2), forwarder)
+        .await
+        .is_err()
+    {
+        tracing::warn!("token forwarder of job '{id}' did not finish");
+    }
+
+    if requeue {
+        let jid = id.clone();
+        if let Err(e) = ctx.journal.call(move |j| j.requeue(&jid)).await {
+            tracing::error!("cannot requeue job '{id}': {e}");
+        }
+        return;
+    }
+
+    let events = log.lock().map(|l| l.events.clone()).unwrap_or_default();
+    match outcome {
+        Ok(report) => finish_report(ctx, &q, report, events, queue_ms, request_json).await,
+        Err(e) => finish_error(ctx, &q, e, request_json).await,
+    }
+    ctx.outbox_wake.notify_one();
+}
+
+async fn finish_report(
+    ctx: &Arc<Ctx>,
+    q: &QueuedJob,
+    report: RunReport,
+    events: Vec<EngineEvent>,
+    queue_ms: f64,
+    request_json: String,
+) {
+    let id = &q.job.id;
+    let canceled = report.finish_reason == FinishReason::Canceled;
+    let state = if canceled {
+        JobState::Canceled
+    } else {
+        JobState::Succeeded
+    };
+    let measured = ctx
+        .measure
+        .job(id, &q.job.request.model, events, &report)
+        .await;
+    let mut result = serde_json::to_value(&report).unwrap_or_else(|_| json!({}));
+    if let Some(obj) = result.as_object_mut() {
+        obj.insert("id".into(), json!(id));
+        obj.insert("device".into(), json!(ctx.settings.device));
+        obj.insert("state".into(), json!(state.as_str()));
+        obj.insert("energy".into(), measured.energy);
+        obj.insert("thermal".into(), measured.thermal);
+        if let Some(t) = obj.get_mut("timings").and_then(Value::as_object_mut) {
+            t.insert("queue_ms".into(), json!(queue_ms));
+        }
+    }
+    let error = canceled.then(|| ErrorBody {
+        code: "canceled".into(),
+        message: "canceled by request while running; the result holds the tokens so far".into(),
+    });
+    if let (Some(e), Some(obj)) = (&error, result.as_object_mut()) {
+        obj.insert("error".into(), json!(e));
+    }
+    let messages = ctx.terminal_messages(id, &q.reply, state, error.as_ref(), &result);
+    let (jid, rj) = (id.clone(), result.to_string());
+    if let Err(e) = ctx
+        .journal
+        .call(move |j| j.finish(&jid, state, &rj, &messages))
+        .await
+    {
+        tracing::error!("cannot journal the result of job '{id}': {e}");
+    }
+    tracing::info!(
+        "job '{id}' {}: {} tokens, decode {:.1} t/s",
+        state.as_str(),
+        report.tokens.generated,
+        report.timings.decode_tps
+    );
+    if q.job.trace != TraceLevel::None {
+        if let Some(t) = &measured.trace {
+            publish_trace(ctx, id, q.job.trace, t).await;
+        }
+    }
+    ctx.measure
+        .store(id, state.as_str(), request_json, &result, measured.trace)
+        .await;
+}
+
+async fn finish_error(ctx: &Arc<Ctx>, q: &QueuedJob, e: EngineError, request_json: String) {
+    let id = &q.job.id;
+    let state = if matches!(e, EngineError::Canceled) {
+        JobState::Canceled
+    } else if e.is_rejection() {
+        JobState::Rejected
+    } else {
+        JobState::Failed
+    };
+    tracing::info!("job '{id}' {}: {e}", state.as_str());
+    let body = ErrorBody {
+        code: e.code().to_string(),
+        message: e.to_string(),
+    };
+    let result = ctx.error_result(id, state, &body);
+    if let Err(err) = ctx.finish_with_error(id, &q.reply, state, body).await {
+        tracing::error!("cannot journal the outcome of job '{id}': {err}");
+    }
+    ctx.measure
+        .store(id, state.as_str(), request_json, &result, None)
+        .await;
+}
+
+/// The request as stored for reports: model, options, input kind.
+fn request_json(q: &QueuedJob) -> String {
+    let r = &q.job.request;
+    json!({
+        "id": q.job.id,
+        "model": r.model,
+        "input": r.input,
+        "options": r.options,
+        "keep_alive_s": r.keep_alive_s,
+    })
+    .to_string()
+}
+
+/// Publishes the trace on `PREFIX/DEV/job/ID/trace` in chunks:
+/// `{id, chunk, chunks, level, json}`; concatenating `json` in chunk order gives the
+/// trace (summary: everything but the samples).
+async fn publish_trace(ctx: &Arc<Ctx>, id: &str, level: TraceLevel, trace: &crate::trace::Trace) {
+    let text = match level {
+        TraceLevel::Full => serde_json::to_string(trace),
+        _ => {
+            let mut t = trace.clone();
+            t.samples.clear();
+            serde_json::to_string(&t)
+        }
+    }
+    .unwrap_or_default();
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < text.len() {
+        let mut end = (start + TRACE_CHUNK).min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        parts.push(&text[start..end]);
+        start = end;
+    }
+    let topic = ctx.topics.job(id, "trace");
+    let n = parts.len();
+    for (i, part) in parts.into_iter().enumerate() {
+        let body = json!({ "id": id, "chunk": i, "chunks": n, "level": level, "json": part });
+        let _ = ctx
+            .session
+            .publish(OutMessage::json(
+                topic.clone(),
+                serde_json::to_vec(&body).unwrap_or_default(),
+            ))
+            .await;
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

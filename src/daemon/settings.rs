@@ -1,0 +1,122 @@
+//! The daemon's view of the configuration: everything resolved once at start
+//! (passwords read, URLs parsed), so the tasks never touch files or parse strings.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::config::{Config, OnCrash, PowerConfig};
+use crate::infer::{EngineConfig, GenerateOptions};
+use crate::jobs::mqtt::{BrokerUrl, SessionOptions, TlsFiles};
+use crate::jobs::protocol::{cpu_count, valid_topic_level, Limits};
+
+/// Resolved daemon settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This board's id (`DEV` in topics).
+    pub device: String,
+    /// Optional free-text label shown in the board status.
+    pub label: Option<String>,
+    /// First topic level.
+    pub prefix: String,
+    /// Shared-subscription group of the fleet queue.
+    pub group: String,
+    /// Broker session options (Will and subscriptions are added by `run`).
+    pub session: SessionOptions,
+    /// Engine settings.
+    pub engine: EngineConfig,
+    /// Payload limits.
+    pub limits: Limits,
+    /// Jobs waiting behind the running one.
+    pub queue_capacity: usize,
+    /// Generation defaults for fields a job leaves out.
+    pub defaults: GenerateOptions,
+    /// Stream tokens when a job does not say.
+    pub stream_default: bool,
+    /// SQLite file of the journal, outbox and trace store.
+    pub store_path: PathBuf,
+    /// What to do with a job found `running` after a crash.
+    pub on_crash: OnCrash,
+    /// Sensors and sampling.
+    pub power: PowerConfig,
+    /// How long a graceful shutdown waits for the running job before requeueing it.
+    pub drain_timeout: Duration,
+    /// Results and traces older than this are pruned (0 = keep).
+    pub max_age_days: u32,
+}
+
+impl Settings {
+    /// Resolves the configuration (reads the password file, parses the broker URL).
+    pub fn from_config(cfg: &Config) -> anyhow::Result<Settings> {
+        let url = BrokerUrl::parse(&cfg.mqtt.url)?;
+        for (key, v) in [
+            ("device.id", &cfg.device.id),
+            ("mqtt.prefix", &cfg.mqtt.prefix),
+            ("mqtt.group", &cfg.mqtt.group),
+        ] {
+            if !valid_topic_level(v) {
+                anyhow::bail!("invalid value '{v}' for {key}: expected one MQTT topic level (no '/', '+', '#', not starting with '$')");
+            }
+        }
+        let password = cfg
+            .mqtt
+            .resolve_password()
+            .context("cannot read the broker password")?;
+        let credentials = cfg
+            .mqtt
+            .username
+            .clone()
+            .map(|u| (u, password.clone().unwrap_or_default()));
+        let mut session = SessionOptions::new(url, cfg.mqtt.effective_client_id(&cfg.device.id));
+        session.credentials = credentials;
+        session.tls = TlsFiles {
+            ca_file: cfg.mqtt.tls_ca.clone(),
+            cert_file: cfg.mqtt.tls_cert.clone(),
+            key_file: cfg.mqtt.tls_key.clone(),
+        };
+        session.keep_alive = Duration::from_secs(u64::from(cfg.mqtt.keep_alive_s.max(5)));
+        session.session_expiry_s = cfg.mqtt.session_expiry_s;
+        session.backoff_min = Duration::from_millis(cfg.mqtt.backoff_min_ms.max(10));
+        session.backoff_max =
+            Duration::from_millis(cfg.mqtt.backoff_max_ms.max(cfg.mqtt.backoff_min_ms));
+        // Accept packets well above the payload limit so an oversized job reaches us
+        // and is rejected with `payload_too_large` instead of being dropped silently
+        // by the broker (MQTT v5 Maximum Packet Size).
+        session.max_packet_bytes = u32::try_from(cfg.limits.max_payload_bytes.saturating_mul(4))
+            .unwrap_or(u32::MAX)
+            .max(1024 * 1024);
+        session.receive_maximum = 32;
+
+        let max_n_ctx = 131_072;
+        Ok(Settings {
+            device: cfg.device.id.clone(),
+            label: cfg.device.label.clone(),
+            prefix: cfg.mqtt.prefix.clone(),
+            group: cfg.mqtt.group.clone(),
+            session,
+            engine: EngineConfig {
+                model_dir: cfg.models.dir.clone(),
+                memory_budget_bytes: cfg.models.memory_budget_bytes(),
+                default_keep_alive_s: cfg.models.keep_alive_s,
+                load_progress: false,
+                llama_perf: false,
+            },
+            limits: Limits {
+                max_payload_bytes: cfg.limits.max_payload_bytes,
+                max_prompt_bytes: cfg.limits.max_prompt_bytes,
+                max_json_depth: cfg.limits.max_json_depth,
+                max_threads: cpu_count(),
+                max_n_ctx,
+            },
+            queue_capacity: cfg.limits.queue_capacity,
+            defaults: cfg.inference.clone(),
+            stream_default: cfg.mqtt.stream_default,
+            store_path: cfg.store.path.clone(),
+            on_crash: cfg.jobs.on_crash,
+            power: cfg.power.clone(),
+            drain_timeout: Duration::from_secs(30),
+            max_age_days: cfg.store.max_age_days,
+        })
+    }
+}
