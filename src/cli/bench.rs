@@ -92,7 +92,7 @@ pub fn run(args: &BenchArgs, mut engine_cfg: EngineConfig) -> anyhow::Result<()>
         n_ctx: (args.pp.max(args.tg + 2) + 16).max(512),
         ..GenerateOptions::default()
     };
-    let mut run = |tokens: Vec<i32>, max_tokens: u32| -> anyhow::Result<crate::infer::RunReport> {
+    let run = |tokens: Vec<i32>, max_tokens: u32| -> anyhow::Result<crate::infer::RunReport> {
         let req = GenerateRequest {
             model: args.model.clone(),
             input: PromptInput::Tokens(tokens),
@@ -104,7 +104,7 @@ pub fn run(args: &BenchArgs, mut engine_cfg: EngineConfig) -> anyhow::Result<()>
         };
         Ok(engine.generate_blocking(req, Box::new(NoopObserver), CancellationToken::new())?)
     };
-    let mut pp_tokens = |n: u32, rng: &mut rand::rngs::StdRng| -> Vec<i32> {
+    let pp_tokens = |n: u32, rng: &mut rand::rngs::StdRng| -> Vec<i32> {
         let mut v: Vec<i32> = (0..n).map(|_| rng.gen_range(0..n_vocab)).collect();
         if let (Some(b), Some(first)) = (bos, v.first_mut()) {
             *first = b;

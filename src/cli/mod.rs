@@ -90,6 +90,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
                 eprint!("{}", generate::metrics_table(&report));
             }
             Ok(())
