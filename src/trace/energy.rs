@@ -426,11 +426,7 @@ fn rail_energy(
     let measured = pw.all_measured();
     let peak_w = pts
         .iter()
-        .filter(|p| {
-            measured
-                .iter()
-                .any(|w| p.0 >= w.start_ns && p.0 <= w.end_ns)
-        })
+        .filter(|p| measured.iter().any(|w| w.contains(p.0)))
         .map(|p| p.1)
         .max()
         .map(|uw| uw as f64 * W_PER_UW);
