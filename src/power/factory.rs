@@ -127,11 +127,15 @@ pub fn build_one(spec: &SensorSpec, index: usize) -> Result<BuiltSensor, PowerEr
     match spec.kind {
         SensorKind::Hwmon => {
             let root = spec.sysfs_root.clone().unwrap_or_else(|| "/".into());
+            // `total = true` on a one-rail entry names that rail the total.
+            let total_rail = spec.total_rail.clone().or_else(|| {
+                (spec.total == Some(true)).then(|| spec.rails.first().cloned()).flatten()
+            });
             let s = HwmonSensor::open(
                 Path::new(&root),
                 spec.hwmon_name.as_deref(),
                 &spec.rails,
-                spec.total_rail.as_deref(),
+                total_rail.as_deref(),
                 spec.rate_hz,
             )
             .map_err(|e| init_err(e.to_string()))?;
