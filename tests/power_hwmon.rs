@@ -24,7 +24,11 @@ fn orin_nano_jp6(root: &Path) {
     let d = "sys/class/hwmon/hwmon1";
     put(root, &format!("{d}/name"), "ina3221");
     put(root, &format!("{d}/update_interval"), "20");
-    for (n, label, mv, ma) in [(1, "VDD_IN", 5072, 1234), (2, "VDD_CPU_GPU_CV", 5064, 456), (3, "VDD_SOC", 5064, 789)] {
+    for (n, label, mv, ma) in [
+        (1, "VDD_IN", 5072, 1234),
+        (2, "VDD_CPU_GPU_CV", 5064, 456),
+        (3, "VDD_SOC", 5064, 789),
+    ] {
         put(root, &format!("{d}/in{n}_label"), label);
         put(root, &format!("{d}/in{n}_input"), &mv.to_string());
         put(root, &format!("{d}/curr{n}_input"), &ma.to_string());
@@ -81,14 +85,20 @@ fn orin_nano_jetpack6_rails_and_total() {
     let rails = s.rails();
     let names: Vec<&str> = rails.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["VDD_IN", "VDD_CPU_GPU_CV", "VDD_SOC"]);
-    assert_eq!(rails.iter().map(|r| r.total).collect::<Vec<_>>(), [true, false, false]);
+    assert_eq!(
+        rails.iter().map(|r| r.total).collect::<Vec<_>>(),
+        [true, false, false]
+    );
     assert!(rails.iter().all(|r| !r.simulated));
     // Rate honestly follows the driver's update interval: 20 ms → 50 Hz.
     assert_eq!(s.period_ns(), 20_000_000);
     assert!(!s.gated());
     let out = read_once(&mut s);
     assert_eq!(out.len(), 3);
-    assert_eq!((out[0].bus_mv, out[0].current_ua, out[0].power_uw), (5072, 1_234_000, 6_258_848));
+    assert_eq!(
+        (out[0].bus_mv, out[0].current_ua, out[0].power_uw),
+        (5072, 1_234_000, 6_258_848)
+    );
     assert_eq!((out[1].bus_mv, out[1].current_ua), (5064, 456_000));
     assert_eq!(out[2].power_uw, 5064 * 789_000 / 1000);
 }
@@ -100,15 +110,25 @@ fn jetson_nano_jetpack4_legacy_iio() {
     let mut s = HwmonSensor::open(dir.path(), None, &[], None, None).expect("open");
     let rails = s.rails();
     assert_eq!(
-        rails.iter().map(|r| (r.name.as_str(), r.total)).collect::<Vec<_>>(),
-        [("POM_5V_IN", true), ("POM_5V_GPU", false), ("POM_5V_CPU", false)]
+        rails
+            .iter()
+            .map(|r| (r.name.as_str(), r.total))
+            .collect::<Vec<_>>(),
+        [
+            ("POM_5V_IN", true),
+            ("POM_5V_GPU", false),
+            ("POM_5V_CPU", false)
+        ]
     );
     assert_eq!(s.info().chip, "iio:ina3221x");
     // No update interval: 10 Hz default.
     assert_eq!(s.period_ns(), 100_000_000);
     let out = read_once(&mut s);
     // Power from in_powerN_input, in mW.
-    assert_eq!((out[0].bus_mv, out[0].current_ua, out[0].power_uw), (5000, 1_200_000, 6_000_000));
+    assert_eq!(
+        (out[0].bus_mv, out[0].current_ua, out[0].power_uw),
+        (5000, 1_200_000, 6_000_000)
+    );
     assert_eq!(out[2].power_uw, 1_500_000);
 }
 
@@ -117,12 +137,22 @@ fn ina219_hwmon_named_by_config_and_negative_current() {
     let dir = tempfile::tempdir().expect("tempdir");
     ina219_hwmon(dir.path());
     let rails = ["12V_IN".to_string()];
-    let mut s = HwmonSensor::open(dir.path(), Some("ina219"), &rails, Some("12V_IN"), Some(100.0)).expect("open");
+    let mut s = HwmonSensor::open(
+        dir.path(),
+        Some("ina219"),
+        &rails,
+        Some("12V_IN"),
+        Some(100.0),
+    )
+    .expect("open");
     assert_eq!(s.rails()[0].name, "12V_IN");
     assert!(s.rails()[0].total);
     assert_eq!(s.period_ns(), 10_000_000);
     let out = read_once(&mut s);
-    assert_eq!((out[0].bus_mv, out[0].current_ua, out[0].power_uw), (12_000, -1_500_000, 18_000_000));
+    assert_eq!(
+        (out[0].bus_mv, out[0].current_ua, out[0].power_uw),
+        (12_000, -1_500_000, 18_000_000)
+    );
 }
 
 #[test]
@@ -147,7 +177,8 @@ fn sampler_dedupes_unchanged_hwmon_values() {
     ))
     .expect("spec");
     let t0 = monotonic_ns();
-    let h = start_sampler(&[spec], SamplerOptions::default(), CancellationToken::new()).expect("start");
+    let h =
+        start_sampler(&[spec], SamplerOptions::default(), CancellationToken::new()).expect("start");
     std::thread::sleep(std::time::Duration::from_millis(300));
     // The kernel updates every 20 ms: at 500 Hz polling most reads repeat a value.
     put(dir.path(), "sys/class/hwmon/hwmon1/curr1_input", "2000");
@@ -163,5 +194,5 @@ fn sampler_dedupes_unchanged_hwmon_values() {
     assert!(w.iter().any(|s| s.rail == 0 && s.current_ua == 2_000_000));
     assert!(w.windows(2).all(|p| p[0].t_ns() <= p[1].t_ns()));
     assert!(!h.simulated());
-    assert_eq!(h.rails()[0].total, true);
+    assert!(h.rails()[0].total);
 }

@@ -25,7 +25,12 @@ load = [{ source = "square", low_a = 0.2, high_a = 0.8, period_ms = 50.0, bus_v 
 
 #[test]
 fn ina219_sim_sampled_at_conversion_rate_without_duplicates() {
-    let h = start_sampler(&[spec(INA219_SIM)], SamplerOptions::default(), CancellationToken::new()).expect("start");
+    let h = start_sampler(
+        &[spec(INA219_SIM)],
+        SamplerOptions::default(),
+        CancellationToken::new(),
+    )
+    .expect("start");
     let t0 = monotonic_ns();
     std::thread::sleep(Duration::from_millis(1000));
     let t1 = monotonic_ns();
@@ -38,21 +43,34 @@ fn ina219_sim_sampled_at_conversion_rate_without_duplicates() {
     assert_eq!(h.rails()[0].name, "5V_IN");
     assert!(h.rails()[0].total && h.rails()[0].simulated);
     let d = &h.describe()[0];
-    assert_eq!((d.chip.as_str(), d.conversion_period_us, d.simulated), ("ina219", 1064.0, true));
+    assert_eq!(
+        (d.chip.as_str(), d.conversion_period_us, d.simulated),
+        ("ina219", 1064.0, true)
+    );
 
     // 1 s / 1.064 ms = 940 conversions; a loaded CI box gets some slack here, the
     // benchmark reports the real ratio.
     let expected = (t1 - t0) as f64 / 1_064_000.0;
-    assert!(w.len() as f64 >= 0.8 * expected, "{} samples of {expected:.0}", w.len());
+    assert!(
+        w.len() as f64 >= 0.8 * expected,
+        "{} samples of {expected:.0}",
+        w.len()
+    );
     // Never more samples than conversions, and never two from one conversion:
     // consecutive samples are at least most of a period apart.
     assert!(w.len() as u64 <= sims[0].1.conversions);
-    let min_dt = w.windows(2).map(|p| p[1].t_ns() - p[0].t_ns()).min().expect("samples");
+    let min_dt = w
+        .windows(2)
+        .map(|p| p[1].t_ns() - p[0].t_ns())
+        .min()
+        .expect("samples");
     assert!(min_dt > 1_064_000 / 2, "two samples {min_dt} ns apart");
     assert!(w.windows(2).all(|p| p[0].t_ns() < p[1].t_ns()));
     // Values follow the square wave: both levels present, quantised exactly.
     assert!(w.iter().any(|s| s.current_ua == 200_000) && w.iter().any(|s| s.current_ua == 800_000));
-    assert!(w.iter().all(|s| s.bus_mv == 5000 && s.power_uw == s.current_ua * 5));
+    assert!(w
+        .iter()
+        .all(|s| s.bus_mv == 5000 && s.power_uw == s.current_ua * 5));
     let r = &stats.rails[0];
     assert!(r.read_latency_p50_us >= 360.0, "3 reads × 120 µs: {r:?}");
     assert_eq!(r.errors_by_kind.len(), 0);
@@ -78,11 +96,15 @@ load = [{ source = "constant", current_a = 1.0, bus_v = 5.0 },
         { source = "constant", current_a = 0.2, bus_v = 5.0 }]
 "#,
     );
-    let h = start_sampler(&[s], SamplerOptions::default(), CancellationToken::new()).expect("start");
+    let h =
+        start_sampler(&[s], SamplerOptions::default(), CancellationToken::new()).expect("start");
     std::thread::sleep(Duration::from_millis(600));
     h.shutdown();
     let rails = h.rails();
-    assert_eq!(rails.iter().map(|r| r.total).collect::<Vec<_>>(), [true, false, false]);
+    assert_eq!(
+        rails.iter().map(|r| r.total).collect::<Vec<_>>(),
+        [true, false, false]
+    );
     let st = h.stats();
     assert_eq!(st.rails.len(), 3);
     for r in &st.rails {
@@ -93,9 +115,17 @@ load = [{ source = "constant", current_a = 1.0, bus_v = 5.0 },
     let w = h.window(0, u64::MAX);
     // Each read yields the three channels with the same timestamps.
     let first = w.iter().find(|s| s.rail == 0).expect("sample");
-    assert_eq!(w.iter().filter(|s| s.t_before_ns == first.t_before_ns).count(), 3);
+    assert_eq!(
+        w.iter()
+            .filter(|s| s.t_before_ns == first.t_before_ns)
+            .count(),
+        3
+    );
     // 10 mΩ × 1 A = 10 mV = 250 codes of 40 µV → exactly 1 A.
-    assert!(w.iter().filter(|s| s.rail == 0).all(|s| s.current_ua == 1_000_000 && s.power_uw == 5_000_000));
+    assert!(w
+        .iter()
+        .filter(|s| s.rail == 0)
+        .all(|s| s.current_ua == 1_000_000 && s.power_uw == 5_000_000));
 }
 
 #[test]
@@ -126,7 +156,8 @@ fn injected_faults_are_counted_leave_gaps_and_sampling_continues() {
     assert_eq!(errs.get("bus").copied().unwrap_or(0), 1);
     // The stuck bus timed out every transaction tried during it.
     assert_eq!(sim.stuck_episodes, 1);
-    let stuck_seen = errs.get("timeout").copied().unwrap_or(0) + errs.get("other").copied().unwrap_or(0);
+    let stuck_seen =
+        errs.get("timeout").copied().unwrap_or(0) + errs.get("other").copied().unwrap_or(0);
     assert!(sim.stuck_timeouts >= 1);
     assert_eq!(stuck_seen, sim.stuck_timeouts);
     // The brown-out was detected (calibration back at 0) and recovered from.
@@ -137,15 +168,27 @@ fn injected_faults_are_counted_leave_gaps_and_sampling_continues() {
     let gaps = h.gaps(t0, monotonic_ns());
     let reasons: Vec<&str> = gaps.iter().map(|g| g.reason.as_str()).collect();
     for kind in ["nack", "bus", "timeout", "brown_out"] {
-        assert!(reasons.iter().any(|r| r.starts_with(kind)), "no {kind} gap in {reasons:?}");
+        assert!(
+            reasons.iter().any(|r| r.starts_with(kind)),
+            "no {kind} gap in {reasons:?}"
+        );
     }
-    assert!(gaps.iter().all(|g| !g.reason.ends_with("(ongoing)") && g.end_ns > g.start_ns));
-    let stuck = gaps.iter().find(|g| g.reason.starts_with("timeout")).expect("stuck gap");
+    assert!(gaps
+        .iter()
+        .all(|g| !g.reason.ends_with("(ongoing)") && g.end_ns > g.start_ns));
+    let stuck = gaps
+        .iter()
+        .find(|g| g.reason.starts_with("timeout"))
+        .expect("stuck gap");
     assert!(stuck.end_ns - stuck.start_ns >= 40_000_000, "{stuck:?}");
 
     // Sampling went on after the last fault.
     let after = h.window(t0 + 700_000_000, monotonic_ns());
-    assert!(after.len() > 100, "{} samples after the faults", after.len());
+    assert!(
+        after.len() > 100,
+        "{} samples after the faults",
+        after.len()
+    );
     assert_eq!(st.rails[0].gaps, gaps.len() as u64);
 }
 
@@ -155,7 +198,9 @@ fn invalid_spec_and_empty_config_refused_at_start() {
     let mut s = spec(INA219_SIM);
     s.address = Some(0x60);
     match start_sampler(&[s], SamplerOptions::default(), CancellationToken::new()) {
-        Err(PowerError::Spec(e)) => assert!(e.to_string().contains("power.sensors[0].address"), "{e}"),
+        Err(PowerError::Spec(e)) => {
+            assert!(e.to_string().contains("power.sensors[0].address"), "{e}")
+        }
         Err(e) => panic!("wrong error {e}"),
         Ok(_) => panic!("accepted a bad address"),
     }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use edgewatt::clock::monotonic_ns;
 use edgewatt::power::ina219::{self, Ina219};
 use edgewatt::power::ina3221::{self, Ina3221};
 use edgewatt::power::sim::ina219::Ina219Model;
@@ -10,11 +11,18 @@ use edgewatt::power::sim::ina3221::Ina3221Model;
 use edgewatt::power::sim::load::Load;
 use edgewatt::power::sim::{FaultSchedule, SimI2c};
 use edgewatt::power::spec::{FaultKind, FaultSpec};
-use edgewatt::clock::monotonic_ns;
 
 fn sim219(current_a: f64, faults: FaultSchedule) -> SimI2c<Ina219Model> {
-    let load = Load::Constant { current_a, bus_v: 5.0 };
-    SimI2c::new(Ina219Model::new(0.1, load, monotonic_ns()), 0x40, 400, faults)
+    let load = Load::Constant {
+        current_a,
+        bus_v: 5.0,
+    };
+    SimI2c::new(
+        Ina219Model::new(0.1, load, monotonic_ns()),
+        0x40,
+        400,
+        faults,
+    )
 }
 
 /// Polls until a fresh reading arrives (at most 20 ms).
@@ -31,8 +39,14 @@ fn fresh(drv: &mut Ina219<SimI2c<Ina219Model>>) -> ina219::Reading {
 
 #[test]
 fn ina219_sim_reads_load_through_driver_with_register_cross_check() {
-    let mut drv = Ina219::new(sim219(0.5, FaultSchedule::none()), 0x40, 100_000, 2_000_000, Default::default())
-        .expect("settings");
+    let mut drv = Ina219::new(
+        sim219(0.5, FaultSchedule::none()),
+        0x40,
+        100_000,
+        2_000_000,
+        Default::default(),
+    )
+    .expect("settings");
     drv.init().expect("init");
     let r = fresh(&mut drv);
     assert_eq!(r.bus_mv, 5000);
@@ -50,8 +64,14 @@ fn ina219_sim_reads_load_through_driver_with_register_cross_check() {
 
 #[test]
 fn ina219_sim_reverse_current_is_negative() {
-    let mut drv = Ina219::new(sim219(-0.25, FaultSchedule::none()), 0x40, 100_000, 2_000_000, Default::default())
-        .expect("settings");
+    let mut drv = Ina219::new(
+        sim219(-0.25, FaultSchedule::none()),
+        0x40,
+        100_000,
+        2_000_000,
+        Default::default(),
+    )
+    .expect("settings");
     drv.init().expect("init");
     let r = fresh(&mut drv);
     assert_eq!(r.current_ua, -250_000);
@@ -65,7 +85,14 @@ fn ina219_sim_pga_clip_sets_ovf() {
         pga: ina219::Pga::Div1,
         ..Default::default()
     };
-    let mut drv = Ina219::new(sim219(1.0, FaultSchedule::none()), 0x40, 100_000, 400_000, cfg).expect("settings");
+    let mut drv = Ina219::new(
+        sim219(1.0, FaultSchedule::none()),
+        0x40,
+        100_000,
+        400_000,
+        cfg,
+    )
+    .expect("settings");
     drv.init().expect("init");
     let r = fresh(&mut drv);
     assert!(r.overflow);
@@ -94,7 +121,16 @@ fn ina219_sim_brown_out_detected_and_recovered() {
     drv.check_brown_out().expect("healthy before");
     std::thread::sleep(Duration::from_millis(8));
     let e = drv.check_brown_out().unwrap_err();
-    assert!(matches!(e, ina219::Error::BrownOut { config: 0x399F, calibration: 0 }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            ina219::Error::BrownOut {
+                config: 0x399F,
+                calibration: 0
+            }
+        ),
+        "{e:?}"
+    );
     drv.init().expect("re-init");
     drv.check_brown_out().expect("healthy after");
     assert_eq!(fresh(&mut drv).current_ua, 500_000);
@@ -102,9 +138,18 @@ fn ina219_sim_brown_out_detected_and_recovered() {
 
 fn sim3221(ids: Option<(u16, u16)>) -> SimI2c<Ina3221Model> {
     let loads = [
-        Some(Load::Constant { current_a: 1.2, bus_v: 5.0 }),
-        Some(Load::Constant { current_a: -0.1, bus_v: 3.3 }),
-        Some(Load::Constant { current_a: 5.0, bus_v: 12.0 }),
+        Some(Load::Constant {
+            current_a: 1.2,
+            bus_v: 5.0,
+        }),
+        Some(Load::Constant {
+            current_a: -0.1,
+            bus_v: 3.3,
+        }),
+        Some(Load::Constant {
+            current_a: 5.0,
+            bus_v: 12.0,
+        }),
     ];
     let mut m = Ina3221Model::new([0.1, 0.1, 0.05], loads, monotonic_ns());
     if let Some((a, b)) = ids {
@@ -120,7 +165,8 @@ fn ina3221_sim_three_channels_with_clipping() {
         shunt_ct: ina3221::ConversionTime::Us140,
         ..Default::default()
     };
-    let mut drv = Ina3221::new(sim3221(None), 0x41, [100_000, 100_000, 50_000], cfg).expect("settings");
+    let mut drv =
+        Ina3221::new(sim3221(None), 0x41, [100_000, 100_000, 50_000], cfg).expect("settings");
     drv.init().expect("init");
     let end = monotonic_ns() + 20_000_000;
     let r = loop {
@@ -131,7 +177,10 @@ fn ina3221_sim_three_channels_with_clipping() {
     };
     let [c1, c2, c3] = r.map(|c| c.expect("enabled"));
     // 120 mV / 40 µV = 3000 codes → 120 mV → 1.2 A; 5.000 V / 8 mV = 625 codes.
-    assert_eq!((c1.bus_mv, c1.shunt_uv, c1.current_ua, c1.power_uw), (5000, 120_000, 1_200_000, 6_000_000));
+    assert_eq!(
+        (c1.bus_mv, c1.shunt_uv, c1.current_ua, c1.power_uw),
+        (5000, 120_000, 1_200_000, 6_000_000)
+    );
     // −10 mV → −250 codes → −100 mA; 3.3 V / 8 mV = 412.4999… (binary float) → 412 codes.
     assert_eq!((c2.bus_mv, c2.current_ua), (3296, -100_000));
     // 250 mV is beyond 163.8 mV: clipped at 4095 codes = 163.8 mV → 3.276 A.
@@ -140,10 +189,18 @@ fn ina3221_sim_three_channels_with_clipping() {
 
 #[test]
 fn ina3221_sim_wrong_die_is_refused() {
-    let mut drv = Ina3221::new(sim3221(Some((0x5449, 0x2260))), 0x41, [100_000; 3], Default::default())
-        .expect("settings");
+    let mut drv = Ina3221::new(
+        sim3221(Some((0x5449, 0x2260))),
+        0x41,
+        [100_000; 3],
+        Default::default(),
+    )
+    .expect("settings");
     let e = drv.init().unwrap_err();
-    assert!(matches!(e, ina3221::Error::IdMismatch { die: 0x2260, .. }), "{e:?}");
+    assert!(
+        matches!(e, ina3221::Error::IdMismatch { die: 0x2260, .. }),
+        "{e:?}"
+    );
     assert!(e.to_string().contains("'0x2260'"));
 }
 
@@ -157,18 +214,31 @@ fn scan_names_what_answers() {
     let hits = edgewatt::power::scan::scan(&mut bus);
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].chip, "ina219?");
-    assert!(hits[0].detail.contains("power-on value"), "{}", hits[0].detail);
+    assert!(
+        hits[0].detail.contains("power-on value"),
+        "{}",
+        hits[0].detail
+    );
 }
 
 #[test]
 fn register_read_takes_wire_time() {
-    let mut drv = Ina219::new(sim219(0.5, FaultSchedule::none()), 0x40, 100_000, 2_000_000, Default::default())
-        .expect("settings");
+    let mut drv = Ina219::new(
+        sim219(0.5, FaultSchedule::none()),
+        0x40,
+        100_000,
+        2_000_000,
+        Default::default(),
+    )
+    .expect("settings");
     let t0 = monotonic_ns();
     for _ in 0..10 {
         let _ = drv.read_if_ready();
     }
     let per_read = (monotonic_ns() - t0) / 10;
     // 48 bits at 400 kHz = 120 µs (plus scheduling slack).
-    assert!((120_000..400_000).contains(&per_read), "{per_read} ns per read");
+    assert!(
+        (120_000..400_000).contains(&per_read),
+        "{per_read} ns per read"
+    );
 }

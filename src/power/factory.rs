@@ -129,7 +129,9 @@ pub fn build_one(spec: &SensorSpec, index: usize) -> Result<BuiltSensor, PowerEr
             let root = spec.sysfs_root.clone().unwrap_or_else(|| "/".into());
             // `total = true` on a one-rail entry names that rail the total.
             let total_rail = spec.total_rail.clone().or_else(|| {
-                (spec.total == Some(true)).then(|| spec.rails.first().cloned()).flatten()
+                (spec.total == Some(true))
+                    .then(|| spec.rails.first().cloned())
+                    .flatten()
             });
             let s = HwmonSensor::open(
                 Path::new(&root),

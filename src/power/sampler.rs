@@ -30,7 +30,8 @@ use super::sensor::{ErrorKind, Sensor, SensorError, SensorInfo};
 use super::sim::{SimCounters, SimStats};
 use super::stats::{RailCounters, SamplerStats, ThreadStats};
 use super::timing::{
-    pin_to_cpu, set_precise_timer_slack, set_realtime_priority, sleep_until_ns, thread_cpu_ns,
+    pin_to_cpu, precise_sleep_until_ns, set_precise_timer_slack, set_realtime_priority,
+    thread_cpu_ns,
 };
 use super::{PowerError, RailInfo, Sample, SensorSpec};
 use crate::clock::monotonic_ns;
@@ -311,7 +312,7 @@ fn sleep_until_cancellable(deadline_ns: u64, cancel: &CancellationToken) -> bool
         if now >= deadline_ns {
             return true;
         }
-        sleep_until_ns(deadline_ns.min(now + 10_000_000));
+        precise_sleep_until_ns(deadline_ns.min(now + 10_000_000));
     }
 }
 
@@ -333,7 +334,8 @@ fn run_thread(
         }
     }
     let mut buf = Vec::with_capacity(8);
-    let mut iterations: u64 = 0;
+    // CPU time is a syscall; publish it every 64 iterations, not every one.
+    let mut until_cpu_update: u32 = 64;
     while !slots.is_empty() {
         let Some(i) = (0..slots.len()).min_by_key(|&i| slots[i].next_wake_ns) else {
             break;
@@ -342,8 +344,9 @@ fn run_thread(
             break;
         }
         service(&shared, &mut slots[i], &opts, &mut buf);
-        iterations += 1;
-        if iterations % 64 == 0 {
+        until_cpu_update -= 1;
+        if until_cpu_update == 0 {
+            until_cpu_update = 64;
             shared.cpu_ns.store(thread_cpu_ns(), Ordering::Relaxed);
         }
     }

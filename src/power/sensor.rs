@@ -411,6 +411,16 @@ impl<I2C: I2c + Send> Sensor for Ina3221Sensor<I2C> {
             .read_channels()
             .map_err(|e| ina3221_err(&self.location, e, monotonic_ns() - gate_ns))?;
         let t_after_ns = monotonic_ns();
+        // CVRF was cleared *before* the data reads. If those took long enough for the
+        // next cycle to complete meanwhile (a slow bus, or the thread was preempted),
+        // part of what we read is that newer cycle, and CVRF is set again for it:
+        // the next gated read would return it a second time. Clear it now.
+        if t_after_ns - start_ns >= self.drv.config().conversion_period_ns() / 2 {
+            let t = monotonic_ns();
+            self.drv
+                .poll_ready()
+                .map_err(|e| ina3221_err(&self.location, e, monotonic_ns() - t))?;
+        }
         for (rail, r) in channels.iter().flatten().enumerate() {
             out.push(Sample {
                 t_before_ns: start_ns,

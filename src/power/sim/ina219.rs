@@ -163,6 +163,10 @@ impl RegisterModel for Ina219Model {
     fn conversions(&self) -> u64 {
         self.total
     }
+
+    fn data_register(&self) -> u8 {
+        Register::SHUNT_VOLTAGE
+    }
 }
 
 #[cfg(test)]

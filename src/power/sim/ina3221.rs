@@ -138,6 +138,10 @@ impl RegisterModel for Ina3221Model {
     fn conversions(&self) -> u64 {
         self.total
     }
+
+    fn data_register(&self) -> u8 {
+        Register::shunt(1)
+    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use embedded_hal::i2c::{ErrorKind, ErrorType, I2c, NoAcknowledgeSource, Operatio
 use serde::Serialize;
 
 use crate::clock::monotonic_ns;
-use crate::power::timing::sleep_until_ns;
+use crate::power::timing::precise_sleep_until_ns;
 pub use faults::FaultSchedule;
 
 /// What a chip model does with register traffic; `now_ns` is when the bytes reach it.
@@ -33,6 +33,10 @@ pub trait RegisterModel: Send {
     fn power_on_reset(&mut self, now_ns: u64);
     /// Conversions completed since creation.
     fn conversions(&self) -> u64;
+    /// The register whose reads mark "this conversion was consumed" (the INA219's
+    /// shunt register, the INA3221's channel-1 shunt): reading it twice for one
+    /// conversion counts as a duplicate read.
+    fn data_register(&self) -> u8;
 }
 
 /// Counters shared between a simulator and whoever watches it (tests, the bench).
@@ -52,6 +56,9 @@ pub struct SimCounters {
     pub stuck_timeouts: AtomicU64,
     /// Brown-outs (registers back to POR).
     pub brown_outs: AtomicU64,
+    /// Data-register reads of a conversion that had already been read (a reader
+    /// not gating on CNVR/CVRF would make these: the benchmark's ground truth).
+    pub duplicate_reads: AtomicU64,
 }
 
 /// A snapshot of `SimCounters`.
@@ -71,6 +78,8 @@ pub struct SimStats {
     pub stuck_timeouts: u64,
     /// Brown-outs.
     pub brown_outs: u64,
+    /// Reads of an already-read conversion.
+    pub duplicate_reads: u64,
 }
 
 impl SimCounters {
@@ -85,6 +94,7 @@ impl SimCounters {
             stuck_episodes: l(&self.stuck_episodes),
             stuck_timeouts: l(&self.stuck_timeouts),
             brown_outs: l(&self.brown_outs),
+            duplicate_reads: l(&self.duplicate_reads),
         }
     }
 }
@@ -128,6 +138,12 @@ pub struct SimI2c<M> {
     counters: Arc<SimCounters>,
     /// Transaction time is slept (true) or only accounted (false; unit tests).
     realtime: bool,
+    /// When the last transaction left the wire: the bus is one timeline, so a
+    /// transaction never starts before the previous one ended, even when a sleep
+    /// returned a little early.
+    bus_free_ns: u64,
+    /// Conversion count when the data register was last read.
+    last_data_conversion: u64,
 }
 
 impl<M: RegisterModel> SimI2c<M> {
@@ -141,6 +157,8 @@ impl<M: RegisterModel> SimI2c<M> {
             faults,
             counters: Arc::new(SimCounters::default()),
             realtime: true,
+            bus_free_ns: 0,
+            last_data_conversion: 0,
         }
     }
 
@@ -162,7 +180,7 @@ impl<M: RegisterModel> SimI2c<M> {
 
     fn wait(&self, until_ns: u64) {
         if self.realtime {
-            sleep_until_ns(until_ns);
+            precise_sleep_until_ns(until_ns);
         }
     }
 }
@@ -177,7 +195,7 @@ impl<M: RegisterModel> I2c for SimI2c<M> {
         address: u8,
         operations: &mut [Operation<'_>],
     ) -> Result<(), SimError> {
-        let start = monotonic_ns();
+        let start = monotonic_ns().max(self.bus_free_ns);
         let shape: Vec<(bool, usize)> = operations
             .iter()
             .map(|op| match op {
@@ -226,6 +244,7 @@ impl<M: RegisterModel> I2c for SimI2c<M> {
 
         // The chip sees the bytes at the end of the wire time (the data phase).
         let t_chip = start + wire_ns;
+        self.bus_free_ns = t_chip;
         self.wait(t_chip);
         for op in operations.iter_mut() {
             match op {
@@ -244,6 +263,15 @@ impl<M: RegisterModel> I2c for SimI2c<M> {
                 Operation::Read(buf) => {
                     // No auto-increment on these chips: longer reads repeat the register.
                     let v = self.model.read(self.pointer, t_chip).to_be_bytes();
+                    if self.pointer == self.model.data_register() {
+                        let conv = self.model.conversions();
+                        if conv > 0 && conv == self.last_data_conversion {
+                            self.counters
+                                .duplicate_reads
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                        self.last_data_conversion = conv;
+                    }
                     for (i, b) in buf.iter_mut().enumerate() {
                         *b = v[i % 2];
                     }
