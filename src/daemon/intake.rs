@@ -36,6 +36,7 @@ pub async fn run(ctx: Arc<Ctx>, mut events: mpsc::Receiver<SessionEvent>, stop: 
                 ctx.status_wake.notify_one();
                 ctx.outbox_wake.notify_one();
             }
+            SessionEvent::Subscribed => {}
             SessionEvent::Disconnected { reason } => {
                 tracing::warn!("disconnected from the broker: {reason}");
             }
@@ -117,7 +118,7 @@ async fn handle(ctx: &Arc<Ctx>, topic: &str, p: &Publish) -> Result<(), JournalE
             }
             ctx.status_wake.notify_one();
         }
-        Admission::Redelivered(existing) => answer_again(ctx, &existing).await?,
+        Admission::Redelivered(existing) => answer_again(ctx, &existing, &reply).await?,
         Admission::Conflict(_) => duplicate(ctx, &id, topic, &reply).await?,
     }
     Ok(())
@@ -136,7 +137,7 @@ async fn reject(
     let jid = id.to_string();
     if let Some(existing) = ctx.journal.call(move |j| j.get(&jid)).await? {
         if existing.payload == payload {
-            return answer_again(ctx, &existing).await;
+            return answer_again(ctx, &existing, reply).await;
         }
         return duplicate(ctx, id, topic, reply).await;
     }
@@ -217,9 +218,10 @@ async fn send_payload_error(
 }
 
 /// The same job again (broker redelivery, or a client resubmitting): if it finished,
-/// its stored result is published again without running it; otherwise it is already
-/// queued or running and nothing more is needed.
-async fn answer_again(ctx: &Arc<Ctx>, existing: &JournalJob) -> Result<(), JournalError> {
+/// its stored result is published again without running it (to the Response Topic of
+/// this delivery, else the original one); otherwise it is already queued or running
+/// and nothing more is needed.
+async fn answer_again(ctx: &Arc<Ctx>, existing: &JournalJob, reply: &Reply) -> Result<(), JournalError> {
     if !existing.state.is_terminal() {
         tracing::debug!(
             "job '{}' redelivered while {}",
@@ -242,9 +244,14 @@ async fn answer_again(ctx: &Arc<Ctx>, existing: &JournalJob) -> Result<(), Journ
     let error: Option<ErrorBody> = result
         .get("error")
         .and_then(|e| serde_json::from_value(e.clone()).ok());
+    let reply = if reply.response_topic.is_some() {
+        reply
+    } else {
+        &existing.reply
+    };
     let messages = ctx.terminal_messages(
         &existing.id,
-        &existing.reply,
+        reply,
         existing.state,
         error.as_ref(),
         &result,

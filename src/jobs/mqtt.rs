@@ -194,6 +194,8 @@ pub enum SessionEvent {
     },
     /// An incoming PUBLISH. With manual acks, call [`SessionHandle::ack`] when done.
     Message(Publish),
+    /// The broker granted a SUBSCRIBE (messages on those filters flow from now on).
+    Subscribed,
 }
 
 /// A confirmation: `tag` is sent on `tx` when the broker acknowledges the publish.
@@ -625,6 +627,9 @@ impl SessionTask {
             }
             Net::Event(Event::Incoming(Packet::Publish(p))) => {
                 let _ = self.events.send(SessionEvent::Message(p)).await;
+            }
+            Net::Event(Event::Incoming(Packet::SubAck(_))) => {
+                let _ = self.events.send(SessionEvent::Subscribed).await;
             }
             Net::Event(Event::Incoming(Packet::PubAck(ack))) => {
                 if let Some(Some(c)) = self.inflight.remove(&ack.pkid) {
