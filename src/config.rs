@@ -35,7 +35,7 @@ use crate::infer::GenerateOptions;
 use crate::power::SensorSpec;
 
 /// The whole configuration, one field per `[section]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Who this board is on the broker.
@@ -54,21 +54,6 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Job lifecycle policy.
     pub jobs: JobsConfig,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            device: DeviceConfig::default(),
-            mqtt: MqttConfig::default(),
-            models: ModelsConfig::default(),
-            inference: GenerateOptions::default(),
-            power: PowerConfig::default(),
-            store: StoreConfig::default(),
-            limits: LimitsConfig::default(),
-            jobs: JobsConfig::default(),
-        }
-    }
 }
 
 /// `[device]`

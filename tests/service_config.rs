@@ -124,7 +124,14 @@ fn edgewatt(args: &[&str], env: &[(&str, &str)]) -> Output {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().expect("run edgewatt")
+    let out = cmd.output().expect("run edgewatt");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("unrecognized subcommand 'config'"),
+        "`edgewatt config` is not wired into src/cli/mod.rs yet \
+         (Command::Config(config_cmd::ConfigArgs) → config_cmd::run)"
+    );
+    out
 }
 
 fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
