@@ -73,7 +73,10 @@ fn integrate_csv(points: &[(u64, f64)], a: u64, b: u64) -> f64 {
 
 /// Minimal XML well-formedness check: balanced tags, quoted attributes, known
 /// entities. Returns the start tags with their attributes.
-fn parse_xml(text: &str) -> Result<Vec<(String, HashMap<String, String>)>, String> {
+/// A start tag: its name and attributes.
+type Tag = (String, HashMap<String, String>);
+
+fn parse_xml(text: &str) -> Result<Vec<Tag>, String> {
     let mut stack: Vec<String> = Vec::new();
     let mut tags = Vec::new();
     let mut rest = text.trim_start();

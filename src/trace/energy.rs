@@ -33,6 +33,18 @@ pub struct EnergyOptions {
     pub max_gap_ns: u64,
 }
 
+impl EnergyOptions {
+    /// The span of the sampler's stream a trace must hold for a job running from
+    /// `job_start_ns` to `job_end_ns`: the idle window before it, the job, and
+    /// `max_gap_ns` after it (so the last phase's end is covered).
+    pub fn capture_window(&self, job_start_ns: u64, job_end_ns: u64) -> Window {
+        Window {
+            start_ns: job_start_ns.saturating_sub(self.idle_window_ns),
+            end_ns: job_end_ns.saturating_add(self.max_gap_ns),
+        }
+    }
+}
+
 impl Default for EnergyOptions {
     fn default() -> Self {
         EnergyOptions {
@@ -682,8 +694,10 @@ mod tests {
         // 0..10 ms is held (exactly at the limit); 20..200 ms is too far.
         let far = integrate(&pts, 0, 200 * MS, 10 * MS);
         assert_eq!(far.uncovered_ns, 180 * MS);
-        let early = integrate(&pts, 0, 15 * MS, 5 * MS);
+        let dense = [(10 * MS, 1_000_000), (12 * MS, 1_000_000)];
+        let early = integrate(&dense, 0, 12 * MS, 5 * MS);
         assert_eq!(early.uncovered_ns, 10 * MS);
+        assert!(close(early.energy_j(), 0.002, 1e-12));
         assert!(integrate(&[], 0, 10, 5).uncovered_ns == 10);
         assert_eq!(uncovered_spans(&pts, 5 * MS, 25 * MS, 10 * MS), vec![]);
     }
@@ -693,6 +707,14 @@ mod tests {
         let pts = [(0, 1_000_000), (10, 3_000_000), (20, 100_000_000)];
         assert_eq!(mean_power_w(&pts, 0, 20), Some((2.0, 2)));
         assert_eq!(mean_power_w(&pts, 30, 40), None);
+    }
+
+    #[test]
+    fn capture_window_covers_idle_and_tail() {
+        let o = EnergyOptions::default();
+        let w = o.capture_window(10_000_000_000, 12_000_000_000);
+        assert_eq!(w.start_ns, 8_000_000_000);
+        assert_eq!(w.end_ns, 12_250_000_000);
     }
 
     #[test]

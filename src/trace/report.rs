@@ -223,7 +223,7 @@ mod tests {
         assert_eq!(r.rss_peak_mib, Some(1.0));
         assert_eq!(r.j_per_token_e2e, Some(0.35));
         assert_eq!(r.simulated, Some(true));
-        let md = to_markdown(&[r.clone()]);
+        let md = to_markdown(std::slice::from_ref(&r));
         assert!(
             md.contains("| j1 | done | qwen | Q4_K_M | 4 | 12 | 64 | 1.50 |"),
             "{md}"
@@ -238,7 +238,7 @@ mod tests {
     fn missing_fields_are_dashes() {
         let r = row(&job(None, Some(r#"{"simulated":false,"avg_w":2.0}"#)));
         assert_eq!(r.avg_w, Some(2.0));
-        let md = to_markdown(&[r.clone()]);
+        let md = to_markdown(std::slice::from_ref(&r));
         let line = md.lines().nth(2).expect("row");
         assert_eq!(
             line,
