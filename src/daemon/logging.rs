@@ -1,7 +1,8 @@
 //! Logging: to journald (structured fields, priorities) when systemd connected our
 //! stderr to the journal, to stderr otherwise.
 //!
-//! `RUST_LOG` (an `EnvFilter` directive) overrides the verbosity flags.
+//! `RUST_LOG` (an `EnvFilter` directive) overrides the verbosity flags. `main` calls
+//! [`init`] once for every command.
 
 use std::io::IsTerminal;
 
@@ -34,20 +35,22 @@ pub enum LoggingError {
     AlreadySet(String),
 }
 
-/// The filter for `-v` count: 0 = info, 1 = debug, 2+ = trace (for edgewatt; other
-/// crates stay at warn).
-pub fn default_directive(verbosity: u8) -> String {
-    let level = match verbosity {
-        0 => "info",
-        1 => "debug",
+/// The filter for a `-v` count when `RUST_LOG` is unset. On a terminal the CLI stays
+/// quiet (warnings only; llama.cpp's own chatter off) until asked; under systemd the
+/// service logs its lifecycle at info, which is what `journalctl -u edgewatt` is for.
+pub fn default_directive(verbosity: u8, journal: bool) -> &'static str {
+    match (journal, verbosity) {
+        (false, 0) => "warn,llama_cpp_2=off,ggml=off",
+        (false, 1) | (true, 0) => "info,llama_cpp_2=warn",
+        (_, 1) | (false, 2) => "debug",
         _ => "trace",
-    };
-    format!("warn,edgewatt={level}")
+    }
 }
 
 /// Installs the global subscriber: journald when `JOURNAL_STREAM` names our stderr,
 /// else stderr (colours only on a terminal).
 pub fn init(verbosity: u8) -> Result<LogTarget, LoggingError> {
+    let journal = stderr_is_journal(std::env::var("JOURNAL_STREAM").ok().as_deref());
     let filter = match std::env::var("RUST_LOG") {
         Ok(value) if !value.trim().is_empty() => {
             EnvFilter::try_new(&value).map_err(|e| LoggingError::Filter {
@@ -55,10 +58,10 @@ pub fn init(verbosity: u8) -> Result<LogTarget, LoggingError> {
                 reason: e.to_string(),
             })?
         }
-        _ => EnvFilter::new(default_directive(verbosity)),
+        _ => EnvFilter::new(default_directive(verbosity, journal)),
     };
 
-    if stderr_is_journal(std::env::var("JOURNAL_STREAM").ok().as_deref()) {
+    if journal {
         if let Ok(journald) = tracing_journald::layer() {
             tracing_subscriber::registry()
                 .with(filter)
@@ -73,9 +76,7 @@ pub fn init(verbosity: u8) -> Result<LogTarget, LoggingError> {
     let stderr = std::io::stderr();
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(stderr.is_terminal())
-        // The journal stamps lines itself; a timestamp there would be printed twice.
-        .with_target(false);
+        .with_ansi(stderr.is_terminal());
     tracing_subscriber::registry()
         .with(filter)
         .with(fmt)
@@ -112,11 +113,16 @@ mod tests {
 
     #[test]
     fn verbosity_levels() {
-        assert_eq!(default_directive(0), "warn,edgewatt=info");
-        assert_eq!(default_directive(1), "warn,edgewatt=debug");
-        assert_eq!(default_directive(5), "warn,edgewatt=trace");
-        for v in 0..3 {
-            EnvFilter::try_new(default_directive(v)).unwrap();
+        assert_eq!(default_directive(0, false), "warn,llama_cpp_2=off,ggml=off");
+        assert_eq!(default_directive(1, false), "info,llama_cpp_2=warn");
+        assert_eq!(default_directive(0, true), "info,llama_cpp_2=warn");
+        assert_eq!(default_directive(1, true), "debug");
+        assert_eq!(default_directive(2, false), "debug");
+        assert_eq!(default_directive(9, true), "trace");
+        for v in 0..4 {
+            for j in [false, true] {
+                EnvFilter::try_new(default_directive(v, j)).unwrap();
+            }
         }
     }
 
