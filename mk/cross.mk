@@ -62,8 +62,13 @@ cross-deps:
 		binutils-aarch64-linux-gnu gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf \
 		qemu-user clang libclang-dev cmake
 
+# Fails early, with the fix, when the Rust standard library for a target is missing.
+need_target = @! command -v rustup >/dev/null || rustup target list --installed | grep -qx $(1) \
+	|| { echo "the Rust target $(1) is not installed: rustup target add $(1) (or make cross-deps)" >&2; exit 1; }
+
 ## aarch64: Raspberry Pi 5 binary ($(AARCH64_BIN))
 aarch64:
+	$(call need_target,$(AARCH64))
 	$(AARCH64_ENV) EDGEWATT_MCPU=cortex-a76 \
 		$(CARGO) build --locked --profile $(CROSS_PROFILE) --target $(AARCH64) --bin edgewatt
 	@echo "built $(AARCH64_BIN)"
@@ -72,6 +77,7 @@ aarch64:
 # RUSTFLAGS replaces .cargo/config.toml's rustflags for the target (cortex-a76); its
 # own target dir keeps the two profiles from rebuilding each other.
 aarch64-orin:
+	$(call need_target,$(AARCH64))
 	$(AARCH64_ENV) CARGO_TARGET_DIR=$(ORIN_TARGET_DIR) EDGEWATT_MCPU=cortex-a78ae \
 		RUSTFLAGS="-C target-cpu=cortex-a78ae" \
 		$(CARGO) build --locked --profile $(CROSS_PROFILE) --target $(AARCH64) --bin edgewatt
@@ -79,6 +85,7 @@ aarch64-orin:
 
 ## armv7: 32-bit Raspberry Pi OS binary ($(ARMV7_BIN))
 armv7:
+	$(call need_target,$(ARMV7))
 	$(ARMV7_ENV) $(CARGO) build --locked --profile $(CROSS_PROFILE) --target $(ARMV7) --bin edgewatt
 	@echo "built $(ARMV7_BIN)"
 
@@ -88,6 +95,7 @@ cross-aarch64:
 	EDGEWATT_MCPU=cortex-a76 $(CROSS) build --locked --profile $(CROSS_PROFILE) --target $(AARCH64) --target-dir $(CROSS_TARGET_DIR) --bin edgewatt
 
 cross-armv7:
+	$(call need_target,$(ARMV7))
 	@command -v $(CROSS) >/dev/null || { echo "cross not found: cargo install cross --locked" >&2; exit 1; }
 	$(CROSS) build --locked --profile $(CROSS_PROFILE) --target $(ARMV7) --target-dir $(CROSS_TARGET_DIR) --bin edgewatt
 
