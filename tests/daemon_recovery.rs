@@ -1,0 +1,164 @@
+//! No lost jobs: the daemon killed with SIGKILL mid-job and restarted, and the broker
+//! restarted mid-job. Real Mosquitto, real model.
+//!
+//! `cargo test --release --test daemon_recovery`
+
+mod daemon_support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use daemon_support::*;
+use serde_json::json;
+
+const P: &str = "edgewatt";
+const CHILD_ENV: &str = "EDGEWATT_TEST_DAEMON_CONFIG";
+
+/// Not a test: the daemon process the kill -9 test starts (this test binary re-run
+/// with `--ignored --exact child_daemon`), so it can be killed without killing the test.
+#[test]
+#[ignore]
+fn child_daemon() {
+    let Ok(path) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let cfg: edgewatt::config::Config =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+        edgewatt::daemon::run(cfg, async move {
+            term.recv().await;
+        })
+        .await
+        .unwrap();
+    });
+}
+
+fn spawn_child(config_path: &std::path::Path) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["child_daemon", "--exact", "--ignored", "--nocapture", "--test-threads", "1"])
+        .env(CHILD_ENV, config_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+fn long_job(id: &str, tokens: u32) -> String {
+    json!({"id": id, "model": MODEL, "prompt": "Count: 1, 2, 3,", "max_tokens": tokens,
+           "ignore_eos": true, "n_ctx": 1024, "threads": 1})
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_job_then_restart_completes_the_job_once() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let dev = "crashy";
+    let cfg = daemon_config(&broker.url(), dev, state.path());
+    let cfg_path = state.path().join("config.json");
+    std::fs::write(&cfg_path, serde_json::to_string(&cfg).unwrap()).unwrap();
+    let reply = "test/reply/crash";
+    let mut c = Client::connect(&broker.url(), &[&format!("{P}/{dev}/#"), reply], false).await;
+
+    let mut child = spawn_child(&cfg_path);
+    wait_online(&mut c, P, dev).await;
+    c.publish(&format!("{P}/{dev}/jobs"), long_job("crash-1", 400), Some((reply, b"crash-1"))).await;
+    let s1 = format!("{P}/{dev}/job/crash-1/status");
+    c.wait_for(Duration::from_secs(60), "crash-1 decoding", |m| m.topic == s1 && m.json()["phase"] == "decode")
+        .await;
+    // A second job waits in the queue (accepted, acked) when the daemon dies.
+    c.publish(&format!("{P}/{dev}/jobs"), long_job("crash-2", 4), Some((reply, b"crash-2"))).await;
+    let s2 = format!("{P}/{dev}/job/crash-2/status");
+    c.wait_for(Duration::from_secs(10), "crash-2 accepted", |m| m.topic == s2 && m.json()["state"] == "accepted")
+        .await;
+
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // The broker publishes our Will.
+    let st = format!("{P}/{dev}/status");
+    c.wait_for(Duration::from_secs(10), "Will: offline", |m| m.topic == st && m.json()["state"] == "offline")
+        .await;
+
+    let mut child = spawn_child(&cfg_path);
+    for id in ["crash-1", "crash-2"] {
+        let r = c
+            .wait_for(Duration::from_secs(240), &format!("{id} result after restart"), |m| {
+                m.topic == reply && m.correlation.as_deref() == Some(id.as_bytes())
+            })
+            .await
+            .json();
+        assert_eq!(r["state"], "succeeded", "{id}: {r}");
+    }
+    c.pump(Duration::from_secs(2)).await;
+    // Completed once: one result, one `succeeded`.
+    for id in ["crash-1", "crash-2"] {
+        let results = c
+            .msgs
+            .iter()
+            .filter(|m| m.topic == reply && m.correlation.as_deref() == Some(id.as_bytes()))
+            .count();
+        assert_eq!(results, 1, "{id}: exactly one result reached the submitter");
+        let succeeded = c
+            .on(&format!("{P}/{dev}/job/{id}/status"))
+            .iter()
+            .filter(|s| s["state"] == "succeeded")
+            .count();
+        assert_eq!(succeeded, 1, "{id}: one succeeded status");
+    }
+    // crash-1 ran twice (interrupted, then re-run once); crash-2 once.
+    let starts = |id: &str| {
+        c.on(&format!("{P}/{dev}/job/{id}/status"))
+            .iter()
+            .filter(|s| s["state"] == "running" && s["phase"] == "load")
+            .count()
+    };
+    assert_eq!(starts("crash-1"), 2);
+    assert_eq!(starts("crash-2"), 1);
+
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "graceful exit after SIGTERM: {status:?}");
+    c.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_mid_job_result_arrives_after_reconnect() {
+    let mut broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let dev = "bouncy";
+    let daemon = InProcessDaemon::start(daemon_config(&broker.url(), dev, state.path()));
+    let reply = "test/reply/bounce";
+    // Persistent: the broker keeps our subscription (and queued messages) across its restart.
+    let mut c = Client::connect(&broker.url(), &[&format!("{P}/{dev}/#"), reply], true).await;
+    wait_online(&mut c, P, dev).await;
+
+    c.publish(&format!("{P}/{dev}/jobs"), long_job("bounce-1", 300), Some((reply, b"bounce-1"))).await;
+    let s = format!("{P}/{dev}/job/bounce-1/status");
+    c.wait_for(Duration::from_secs(60), "bounce-1 decoding", |m| m.topic == s && m.json()["phase"] == "decode")
+        .await;
+    broker.restart();
+    let r = c
+        .wait_for(Duration::from_secs(180), "bounce-1 result after the broker restart", |m| {
+            m.topic == reply && m.correlation.as_deref() == Some(b"bounce-1")
+        })
+        .await
+        .json();
+    assert_eq!(r["state"], "succeeded", "{r}");
+    assert_eq!(r["tokens"]["generated"], 300);
+    // The daemon keeps working on the new connection.
+    c.publish(&format!("{P}/{dev}/jobs"), job("bounce-2", 2), Some((reply, b"bounce-2"))).await;
+    let r = c
+        .wait_for(Duration::from_secs(60), "bounce-2 result", |m| {
+            m.topic == reply && m.correlation.as_deref() == Some(b"bounce-2")
+        })
+        .await
+        .json();
+    assert_eq!(r["state"], "succeeded");
+    daemon.stop().await.unwrap();
+    c.close().await;
+}
