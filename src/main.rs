@@ -8,7 +8,11 @@ use edgewatt::cli::{self, Cli, Exit};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    // Journald under systemd (JOURNAL_STREAM), stderr otherwise.
+    if let Err(e) = edgewatt::daemon::logging::init(cli.verbose) {
+        eprintln!("error: {e}");
+        return ExitCode::from(Exit::Config as u8);
+    }
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -22,19 +26,4 @@ fn main() -> ExitCode {
             ExitCode::from(code as u8)
         }
     }
-}
-
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn,llama_cpp_2=off,ggml=off",
-        1 => "info,llama_cpp_2=warn",
-        2 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }

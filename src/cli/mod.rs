@@ -8,9 +8,15 @@
 //! - `daemon`   — the MQTT service                        - `submit`  — send jobs to a daemon
 
 pub mod bench;
+pub mod config_cmd;
+pub mod daemon_cmd;
 pub mod generate;
 pub mod info;
 pub mod models;
+pub mod report;
+pub mod sensors;
+pub mod submit;
+pub mod trace;
 
 use std::path::PathBuf;
 
@@ -50,6 +56,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Probe the configured power sensors and show live readings; scan an I2C bus.
+    Sensors(sensors::SensorsArgs),
+    /// Export or plot a stored energy trace.
+    Trace(trace::TraceArgs),
+    /// One row per stored job: speed, memory and energy, like the study's tables.
+    Report(report::ReportArgs),
+    /// Validate and print the effective configuration.
+    Config(config_cmd::ConfigArgs),
+    /// Run the MQTT job daemon (the systemd service).
+    Daemon(daemon_cmd::DaemonArgs),
+    /// Submit jobs to a daemon over MQTT and show their states, tokens and results.
+    Submit(submit::SubmitArgs),
 }
 
 /// How a failure maps to the process exit code.
@@ -61,8 +79,8 @@ pub enum Exit {
 }
 
 /// Loads the configuration named on the command line (or the default layers).
-pub fn load_config(cli: &Cli) -> Result<Config, crate::config::ConfigError> {
-    crate::config::load(cli.config.as_deref())
+pub fn load_config(path: Option<&std::path::Path>) -> Result<Config, crate::config::ConfigError> {
+    crate::config::load(path)
 }
 
 /// The engine settings from the configuration.
@@ -78,15 +96,16 @@ pub fn engine_config(cfg: &Config) -> EngineConfig {
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    match &cli.command {
-        Command::Info { json } => info::run(*json),
+    let path = cli.config.as_deref();
+    match cli.command {
+        Command::Info { json } => info::run(json),
         Command::Models { json } => {
-            let cfg = load_config(&cli)?;
-            models::run(&cfg.models.dir, *json)
+            let cfg = load_config(path)?;
+            models::run(&cfg.models.dir, json)
         }
         Command::Generate(args) => {
-            let cfg = load_config(&cli)?;
-            let report = generate::run(args, engine_config(&cfg), &cfg.inference)?;
+            let cfg = load_config(path)?;
+            let report = generate::run(&args, engine_config(&cfg), &cfg.inference)?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -96,11 +115,32 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Sensors(args) => {
+            let cfg = load_config(path)?;
+            sensors::run(&args, &cfg.power.sensors)
+        }
+        Command::Trace(args) => {
+            let cfg = load_config(path)?;
+            trace::run(args, &cfg.store.path)
+        }
+        Command::Report(args) => {
+            let cfg = load_config(path)?;
+            report::run(args, &cfg.store.path)
+        }
+        Command::Config(args) => config_cmd::run(&args, path),
+        Command::Daemon(args) => {
+            let cfg = load_config(path)?;
+            daemon_cmd::run(&args, cfg)
+        }
+        Command::Submit(args) => {
+            let cfg = load_config(path)?;
+            submit::run(&args, &cfg)
+        }
         Command::Bench(args) => {
-            let cfg = load_config(&cli)?;
+            let cfg = load_config(path)?;
             let mut ec = engine_config(&cfg);
             ec.load_progress = false;
-            bench::run(args, ec)
+            bench::run(&args, ec)
         }
     }
 }
