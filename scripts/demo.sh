@@ -58,7 +58,7 @@ pids+=($!)
 # Let the sampler gather an idle baseline before the job (power.idle_window_ms, 2 s).
 sleep 3
 echo "demo: edgewatt submit -m $model"
-"$bin" submit --config "$work/edgewatt.toml" --device demo --timeout 300 \
+"$bin" submit --config "$work/edgewatt.toml" --device demo --timeout-s 300 \
   --model "$model" --max-tokens 64 \
   --prompt "Explain in two sentences why measuring energy per token matters on edge devices." \
   || { echo "demo: submit failed; daemon log:"; tail -50 "$work/daemon.log"; exit 1; }
