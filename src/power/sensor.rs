@@ -411,16 +411,16 @@ impl<I2C: I2c + Send> Sensor for Ina3221Sensor<I2C> {
             .read_channels()
             .map_err(|e| ina3221_err(&self.location, e, monotonic_ns() - gate_ns))?;
         let t_after_ns = monotonic_ns();
-        // CVRF was cleared *before* the data reads. If those took long enough for the
-        // next cycle to complete meanwhile (a slow bus, or the thread was preempted),
-        // part of what we read is that newer cycle, and CVRF is set again for it:
-        // the next gated read would return it a second time. Clear it now.
-        if t_after_ns - start_ns >= self.drv.config().conversion_period_ns() / 2 {
-            let t = monotonic_ns();
-            self.drv
-                .poll_ready()
-                .map_err(|e| ina3221_err(&self.location, e, monotonic_ns() - t))?;
-        }
+        // CVRF was cleared *before* the data reads. If the next cycle completed while
+        // they ran (the thread was late or preempted), part of what we read is that
+        // newer cycle and CVRF is set again for it: the next gated read would return it
+        // a second time. Reading Mask/Enable once more closes that window for good (a
+        // cycle completing in the few µs after the last data read is lost instead,
+        // counted as missed, never duplicated). One read per cycle.
+        let t = monotonic_ns();
+        self.drv
+            .poll_ready()
+            .map_err(|e| ina3221_err(&self.location, e, monotonic_ns() - t))?;
         for (rail, r) in channels.iter().flatten().enumerate() {
             out.push(Sample {
                 t_before_ns: start_ns,
