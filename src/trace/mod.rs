@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`trace`]    — the `Trace` of one job (samples, markers, clock anchor, gaps, thermal)
+//! - [`capture`]  — the only link to the live sampler: copy a job's window into a `Trace`
 //! - [`phases`]   — markers → load / prefill / decode windows (warm-ups excluded)
 //! - [`energy`]   — pure integration math and the `EnergySummary` (docs/energy.md)
 //! - [`thermal`]  — temperature / frequency / throttle recorder (fake-sysfs testable)
@@ -10,6 +11,7 @@
 //! - [`plot`]     — SVG power plot with phase bands
 //! - [`report`]   — one row per stored job (md / csv / json)
 
+pub mod capture;
 pub mod energy;
 pub mod export;
 pub mod phases;
@@ -21,6 +23,7 @@ pub mod thermal;
 #[allow(clippy::module_inception)]
 pub mod trace;
 
+pub use capture::{capture, JobCapture};
 pub use energy::{summarize, EnergyOptions, EnergySummary, DEFINITIONS};
 pub use phases::{phase_windows, PhaseLabel, PhaseWindows, Window};
 pub use store::{JobRow, Store, StoreError};

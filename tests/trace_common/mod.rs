@@ -7,6 +7,7 @@ use edgewatt::infer::events::FinishReason;
 use edgewatt::power::{RailInfo, Sample};
 use edgewatt::trace::{Marker, MarkerKind, Trace};
 use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
 
 /// 10 s into the monotonic clock: realistic, and lets the idle window fit before.
 pub const T0_NS: u64 = 10_000_000_000;
@@ -239,4 +240,103 @@ pub fn trace_with(rails: Vec<RailInfo>, samples: Vec<Sample>, markers: Vec<Marke
 /// |a − b| / |b|.
 pub fn rel_err(a: f64, b: f64) -> f64 {
     (a - b).abs() / b.abs()
+}
+
+/// A start tag: its name and attributes.
+pub type Tag = (String, HashMap<String, String>);
+
+/// Minimal XML well-formedness check: balanced tags, quoted attributes, known
+/// entities. Returns the start tags with their attributes.
+pub fn parse_xml(text: &str) -> Result<Vec<Tag>, String> {
+    let mut stack: Vec<String> = Vec::new();
+    let mut tags = Vec::new();
+    let mut rest = text.trim_start();
+    if let Some(r) = rest.strip_prefix("<?xml") {
+        rest = &r[r.find("?>").ok_or("unclosed declaration")? + 2..];
+    }
+    let check_text = |t: &str| -> Result<(), String> {
+        let mut s = t;
+        while let Some(i) = s.find('&') {
+            let end = s[i..].find(';').ok_or("bare '&'")?;
+            let ent = &s[i + 1..i + end];
+            let ok = matches!(ent, "amp" | "lt" | "gt" | "quot" | "apos") || ent.starts_with('#');
+            if !ok {
+                return Err(format!("unknown entity '&{ent};'"));
+            }
+            s = &s[i + end..];
+        }
+        if t.contains('<') {
+            return Err("'<' in text".into());
+        }
+        Ok(())
+    };
+    while !rest.is_empty() {
+        let lt = rest.find('<').unwrap_or(rest.len());
+        check_text(&rest[..lt])?;
+        rest = &rest[lt..];
+        if rest.is_empty() {
+            break;
+        }
+        if let Some(r) = rest.strip_prefix("<!--") {
+            rest = &r[r.find("-->").ok_or("unclosed comment")? + 3..];
+            continue;
+        }
+        let gt = rest.find('>').ok_or("unclosed tag")?;
+        let inner = &rest[1..gt];
+        rest = &rest[gt + 1..];
+        if let Some(name) = inner.strip_prefix('/') {
+            let open = stack.pop().ok_or("close without open")?;
+            if open != name.trim() {
+                return Err(format!("'</{}>' closes '<{open}>'", name.trim()));
+            }
+            continue;
+        }
+        let self_closing = inner.ends_with('/');
+        let inner = inner.trim_end_matches('/');
+        let name_end = inner.find(char::is_whitespace).unwrap_or(inner.len());
+        let name = inner[..name_end].to_string();
+        let mut attrs = HashMap::new();
+        let mut a = inner[name_end..].trim();
+        while !a.is_empty() {
+            let eq = a
+                .find('=')
+                .ok_or(format!("attribute without value in <{name}>"))?;
+            let key = a[..eq].trim().to_string();
+            let v = a[eq + 1..].trim_start();
+            let q = v.chars().next().ok_or("missing value")?;
+            if q != '"' && q != '\'' {
+                return Err(format!("unquoted attribute '{key}' in <{name}>"));
+            }
+            let close = v[1..].find(q).ok_or("unclosed attribute")?;
+            let val = &v[1..1 + close];
+            check_text(val)?;
+            attrs.insert(key, val.to_string());
+            a = v[close + 2..].trim_start();
+        }
+        tags.push((name.clone(), attrs));
+        if !self_closing {
+            stack.push(name);
+        }
+    }
+    if let Some(open) = stack.pop() {
+        return Err(format!("'<{open}>' never closed"));
+    }
+    Ok(tags)
+}
+
+/// Trapezoids over `[a, b)` of CSV points, interpolating at the ends; written
+/// separately from the library on purpose.
+pub fn integrate_csv(points: &[(u64, f64)], a: u64, b: u64) -> f64 {
+    let mut e = 0.0;
+    for w in points.windows(2) {
+        let ((t0, p0), (t1, p1)) = (w[0], w[1]);
+        let lo = t0.max(a);
+        let hi = t1.min(b);
+        if hi <= lo {
+            continue;
+        }
+        let at = |t: u64| p0 + (p1 - p0) * (t - t0) as f64 / (t1 - t0) as f64;
+        e += (at(lo) + at(hi)) / 2.0 * (hi - lo) as f64 * 1e-9;
+    }
+    e
 }
