@@ -11,6 +11,7 @@ pub mod bench;
 pub mod config_cmd;
 pub mod daemon_cmd;
 pub mod generate;
+pub mod generate_traced;
 pub mod info;
 pub mod models;
 pub mod report;
@@ -105,6 +106,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Generate(args) => {
             let cfg = load_config(path)?;
+            if args.trace {
+                let result = generate_traced::run(&args, &cfg)?;
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&result)?);
+                } else {
+                    eprint!("{}", submit::result_table(&result));
+                    eprintln!(
+                        "trace stored: edgewatt trace plot {} -o trace.svg",
+                        result["id"].as_str().unwrap_or("?")
+                    );
+                }
+                return Ok(());
+            }
             let report = generate::run(&args, engine_config(&cfg), &cfg.inference)?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
