@@ -4,7 +4,8 @@
 //! - [`trace`]    — the `Trace` of one job (samples, markers, clock anchor, gaps, thermal)
 //! - [`capture`]  — the only link to the live sampler: copy a job's window into a `Trace`
 //! - [`phases`]   — markers → load / prefill / decode windows (warm-ups excluded)
-//! - [`energy`]   — pure integration math and the `EnergySummary` (docs/energy.md)
+//! - [`energy`]   — pure integration math (trapezoids, gaps, means)
+//! - [`summary`]  — `summarize`: the `EnergySummary` of a job (docs/energy.md)
 //! - [`thermal`]  — temperature / frequency / throttle recorder (fake-sysfs testable)
 //! - [`store`]    — SQLite (WAL): jobs, traces, retention
 //! - [`export`]   — CSV and JSON export of a trace
@@ -18,6 +19,7 @@ pub mod phases;
 pub mod plot;
 pub mod report;
 pub mod store;
+pub mod summary;
 pub mod thermal;
 // The brief names the file `trace.rs`; its type is re-exported below.
 #[allow(clippy::module_inception)]
