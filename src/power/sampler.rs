@@ -718,6 +718,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn handle_is_send_sync_and_clone() {
+        fn check<T: Send + Sync + Clone + 'static>() {}
+        check::<SamplerHandle>();
+    }
+
+    #[test]
     fn fixed_rate_skips_missed_ticks() {
         assert_eq!(next_fixed_rate(1000, 100, 1050), 1100);
         assert_eq!(next_fixed_rate(1000, 100, 1500), 1600);
