@@ -161,7 +161,6 @@ fn write_config(dir: &Path) -> PathBuf {
 }
 
 #[test]
-#[ignore = "needs `edgewatt daemon` (issue 5) wired into the CLI; run with --ignored"]
 fn daemon_notifies_ready_watchdog_stopping() {
     let dir = tempfile::tempdir().unwrap();
     let sock_path = dir.path().join("notify.sock");
