@@ -532,3 +532,35 @@ proptest! {
         prop_assert!(rel_err(s.energy_j.total, want) <= TOL, "{} vs {}", s.energy_j.total, want);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// A power step exactly at a marker anywhere between two samples, any jitter:
+    /// the energy credited on either side is off by at most one sample period of
+    /// the step.
+    #[test]
+    fn step_at_marker_attributed_within_one_period(
+        seed in 0u64..10_000,
+        jitter in 0.0f64..0.45,
+        offset_ns in 0u64..10_000_000,
+        low_w in 0.5f64..5.0,
+        step_w in -4.0f64..20.0,
+    ) {
+        let period_ns = 10 * MS;
+        let marker = T0_NS + 500 * MS + offset_ns;
+        let f = move |t: u64| if t < marker { low_w } else { (low_w + step_w).max(0.0) };
+        let samples = sample_fn(f, 0, T0_NS, T0_NS + 1_000 * MS, Sampling { period_ns, jitter, drop: 0.0, seed });
+        let pts = rail_points(&samples, 0);
+        let max_dt_ns = pts.windows(2).map(|w| w[1].0 - w[0].0).max().unwrap_or(period_ns);
+        let (a, b) = (T0_NS + 100 * MS, T0_NS + 900 * MS);
+        let before = integrate(&pts, a, marker, 50 * MS).energy_j();
+        let after = integrate(&pts, marker, b, 50 * MS).energy_j();
+        let high_w = (low_w + step_w).max(0.0);
+        let want_before = low_w * (marker - a) as f64 * 1e-9;
+        let want_after = high_w * (b - marker) as f64 * 1e-9;
+        let bound_j = (high_w - low_w).abs() * max_dt_ns as f64 * 1e-9 + 1e-6;
+        prop_assert!((before - want_before).abs() <= bound_j, "before: {before} vs {want_before}, bound {bound_j}");
+        prop_assert!((after - want_after).abs() <= bound_j, "after: {after} vs {want_after}, bound {bound_j}");
+    }
+}
