@@ -77,7 +77,8 @@ fn ina219_sim_sampled_at_conversion_rate_without_duplicates() {
         .iter()
         .all(|s| s.bus_mv == 5000 && s.power_uw == s.current_ua * 5));
     let r = &stats.rails[0];
-    assert!(r.read_latency_p50_us >= 360.0, "3 reads × 120 µs: {r:?}");
+    // 3 reads × 120 µs; compensated sleeps may end a few µs early.
+    assert!(r.read_latency_p50_us >= 330.0, "3 reads × 120 µs: {r:?}");
     assert_eq!(r.errors_by_kind.len(), 0);
     assert_eq!(stats.ring_overflows, 0);
     let latest = h.latest();

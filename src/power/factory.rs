@@ -178,7 +178,11 @@ pub fn build_one(spec: &SensorSpec, index: usize) -> Result<BuiltSensor, PowerEr
         SensorKind::Sim => {
             let now = monotonic_ns();
             let bus_label = spec.bus.clone().unwrap_or_else(|| "sim".into());
-            let location = format!("sim:{bus_label}:{address:#04x}");
+            let location = if bus_label.starts_with("sim") {
+                format!("{bus_label}:{address:#04x}")
+            } else {
+                format!("sim:{bus_label}:{address:#04x}")
+            };
             let khz = spec.bus_khz.unwrap_or(400);
             let faults = FaultSchedule::new(&spec.faults, now);
             let mut loads = Vec::new();
@@ -201,7 +205,7 @@ pub fn build_one(spec: &SensorSpec, index: usize) -> Result<BuiltSensor, PowerEr
                         faults,
                     );
                     let counters = sim.counters();
-                    let source = format!("sim:ina219@{location}");
+                    let source = format!("ina219@{location}");
                     let drv = Ina219::new(
                         sim,
                         address,
@@ -228,7 +232,7 @@ pub fn build_one(spec: &SensorSpec, index: usize) -> Result<BuiltSensor, PowerEr
                         faults,
                     );
                     let counters = sim.counters();
-                    let source = format!("sim:ina3221@{location}");
+                    let source = format!("ina3221@{location}");
                     let drv = Ina3221::new(sim, address, shunts(spec), ina3221_config(spec))
                         .map_err(|e| init_err(e.to_string()))?;
                     Box::new(Ina3221Sensor::new(
