@@ -17,6 +17,7 @@ use crate::trace::trace::Trace;
 #[derive(Debug, clap::Args)]
 pub struct TraceArgs {
     #[command(subcommand)]
+    /// `export` or `plot`.
     pub command: TraceCommand,
 }
 

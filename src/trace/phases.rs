@@ -66,8 +66,11 @@ impl PhaseLabel {
 /// Which phases lacked a closing marker (the job was cut short).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unclosed {
+    /// Load had no `load_end`.
     pub load: bool,
+    /// A measured prefill had no `prefill_end` or `done`.
     pub prefill: bool,
+    /// A measured decode had no `done`.
     pub decode: bool,
 }
 

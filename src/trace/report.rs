@@ -10,22 +10,39 @@ use super::store::JobRow;
 /// One job's row. `None` prints as `-` (null in JSON).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ReportRow {
+    /// Job id.
     pub job: String,
+    /// Stored job state.
     pub state: String,
+    /// `model.name`.
     pub model: Option<String>,
+    /// `model.quant`.
     pub quant: Option<String>,
+    /// `params.threads`.
     pub threads: Option<u64>,
+    /// `tokens.prompt`.
     pub prompt_tokens: Option<u64>,
+    /// `tokens.generated`.
     pub gen_tokens: Option<u64>,
+    /// `timings.load_ms` ÷ 1000.
     pub load_s: Option<f64>,
+    /// `timings.ttft_ms`.
     pub ttft_ms: Option<f64>,
+    /// `timings.prefill_tps`.
     pub prefill_tps: Option<f64>,
+    /// `timings.decode_tps`.
     pub decode_tps: Option<f64>,
+    /// `memory.rss_peak_bytes` in MiB.
     pub rss_peak_mib: Option<f64>,
+    /// `energy.avg_w` (basis rail, load ∪ prefill ∪ decode).
     pub avg_w: Option<f64>,
+    /// `energy.j_per_token.decode`.
     pub j_per_token_decode: Option<f64>,
+    /// `energy.j_per_token.e2e`.
     pub j_per_token_e2e: Option<f64>,
+    /// `energy.tokens_per_j`.
     pub tokens_per_j: Option<f64>,
+    /// `energy.simulated`.
     pub simulated: Option<bool>,
     /// The definitions version of the energy figures.
     pub definitions: Option<String>,

@@ -69,21 +69,30 @@ pub enum StoreError {
 /// One row of `jobs`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobRow {
+    /// Job id (primary key).
     pub id: String,
     /// Free-form state name (the daemon's: queued, running, done, failed, …).
     pub state: String,
+    /// The request as received, JSON.
     pub request_json: Option<String>,
+    /// The result as published, JSON.
     pub result_json: Option<String>,
+    /// The result's `energy` object (EnergySummary), JSON.
     pub energy_json: Option<String>,
+    /// Row creation, unix ns.
     pub created_unix_ns: i64,
+    /// Last change, unix ns (retention ages by it).
     pub updated_unix_ns: i64,
 }
 
 /// What `apply_retention` removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct RetentionReport {
+    /// Job rows removed (age limit).
     pub jobs_deleted: u64,
+    /// Traces removed (age and size limits).
     pub traces_deleted: u64,
+    /// Bytes of the traces removed.
     pub trace_bytes_freed: u64,
 }
 

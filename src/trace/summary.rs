@@ -15,8 +15,11 @@ use super::trace::Trace;
 /// One value per phase (J, W·s, s or a count).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct PhaseValues {
+    /// Model load.
     pub load: f64,
+    /// Prompt evaluation (measured repetitions).
     pub prefill: f64,
+    /// Token generation (measured repetitions).
     pub decode: f64,
     /// load + prefill + decode.
     pub total: f64,
@@ -53,8 +56,11 @@ impl PhaseValues {
 /// One flag per phase.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PhaseFlags {
+    /// Load.
     pub load: bool,
+    /// Prefill.
     pub prefill: bool,
+    /// Decode.
     pub decode: bool,
     /// Any of the above.
     pub total: bool,
@@ -91,7 +97,9 @@ pub struct PerToken {
 /// Token counts over the measured repetitions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenTotals {
+    /// Prompt tokens.
     pub prompt: u64,
+    /// Generated tokens (`token` markers).
     pub generated: u64,
 }
 
@@ -122,8 +130,11 @@ pub struct RailEnergy {
 /// MLPerf Power reports it (on the basis rails).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Mlperf {
+    /// Start of the first measured repetition, monotonic ns.
     pub begin_ns: u64,
+    /// `done` of the last measured repetition, monotonic ns.
     pub end_ns: u64,
+    /// end − begin, s.
     pub duration_s: f64,
     /// Arithmetic mean of the readings inside the window (summed over basis rails).
     pub avg_w: f64,

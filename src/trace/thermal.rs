@@ -106,31 +106,40 @@ pub struct ThermalReading {
 /// A window of readings with the description of their sources.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThermalSeries {
+    /// What was read.
     pub sources: ThermalSources,
+    /// The readings, oldest first.
     pub readings: Vec<ThermalReading>,
 }
 
 /// One zone over a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ZoneSummary {
+    /// Zone `type`.
     pub name: String,
-    /// `None` when no reading succeeded.
+    /// Highest reading, °C; `None` when no reading succeeded.
     pub max_c: Option<f64>,
+    /// Mean of the readings, °C.
     pub mean_c: Option<f64>,
 }
 
 /// One CPU's frequency over a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FreqSummary {
+    /// CPU number.
     pub cpu: u32,
+    /// Lowest `scaling_cur_freq`, MHz.
     pub min_mhz: Option<f64>,
+    /// Highest `scaling_cur_freq`, MHz.
     pub max_mhz: Option<f64>,
 }
 
 /// Temperatures, frequencies and throttling over a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ThermalSummary {
+    /// One entry per zone found.
     pub zones: Vec<ZoneSummary>,
+    /// One entry per CPU with cpufreq.
     pub cpus: Vec<FreqSummary>,
     /// Whether the firmware reported throttling during the job; `None` when no
     /// throttle source exists (not "false": we could not tell).
