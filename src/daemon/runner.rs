@@ -33,6 +33,14 @@ pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) {
         run_one(&ctx, job, token).await;
         ctx.queue.finish_running();
         ctx.status_wake.notify_one();
+        // llama.cpp's compute buffers and the token strings of a run are freed into
+        // glibc's arenas, which keep them; hand them back so an idle daemon stays small.
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        let _ = tokio::task::spawn_blocking(|| {
+            // SAFETY: malloc_trim only releases free heap memory; it has no preconditions.
+            unsafe { libc::malloc_trim(0) }
+        })
+        .await;
     }
 }
 

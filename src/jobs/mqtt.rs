@@ -149,6 +149,9 @@ pub struct SessionOptions {
     pub receive_maximum: u16,
     /// Largest packet we accept (MQTT v5 Maximum Packet Size).
     pub max_packet_bytes: u32,
+    /// Most of our QoS 1 publishes awaiting PUBACK at once (the broker's Receive
+    /// Maximum lowers it further); more wait in the session's queue.
+    pub max_inflight: u16,
     /// Ack incoming QoS 1 messages only when told to ([`SessionHandle::ack`]).
     pub manual_acks: bool,
     /// Will message (retained, QoS 1).
@@ -172,6 +175,7 @@ impl SessionOptions {
             backoff_max: Duration::from_secs(30),
             receive_maximum: 32,
             max_packet_bytes: 4 * 1024 * 1024,
+            max_inflight: 64,
             manual_acks: true,
             will: None,
             subscriptions: Vec::new(),
@@ -353,6 +357,9 @@ fn build_options(opts: &SessionOptions) -> Result<MqttOptions, MqttError> {
     o.set_clean_start(opts.clean_start);
     o.set_manual_acks(opts.manual_acks);
     o.set_connection_timeout(10);
+    // rumqttc pre-allocates one `Option<Publish>` slot per possible in-flight packet id;
+    // unbounded (65 535 slots, ~13 MB touched) that was most of an idle daemon's RSS.
+    o.set_outgoing_inflight_upper_limit(opts.max_inflight);
     let mut props = rumqttc::v5::mqttbytes::v5::ConnectProperties::new();
     props.session_expiry_interval = Some(opts.session_expiry_s);
     props.receive_maximum = Some(opts.receive_maximum.max(1));
@@ -428,6 +435,7 @@ pub fn start(
         events: ev_tx,
         connected: conn_tx,
         disconnecting: false,
+        broker_port: opts.url.port,
     };
     tracker.spawn(session.run(cmd_rx, net_rx, cancel, poll_stop));
     Ok((
@@ -505,6 +513,8 @@ struct SessionTask {
     connected: watch::Sender<bool>,
     /// A DISCONNECT was handed to rumqttc.
     disconnecting: bool,
+    /// The broker's TCP port (for [`set_nodelay_to_port`]).
+    broker_port: u16,
 }
 
 impl SessionTask {
@@ -613,6 +623,7 @@ impl SessionTask {
                 }
             }
             Net::Event(Event::Incoming(Packet::ConnAck(ack))) => {
+                set_nodelay_to_port(self.broker_port);
                 let _ = self.connected.send(true);
                 if !self.subscriptions.is_empty() {
                     self.buf
@@ -663,6 +674,62 @@ impl SessionTask {
             Net::Event(_) => {}
         }
         true
+    }
+}
+
+/// Sets TCP_NODELAY on this process's TCP sockets whose peer port is `port`.
+///
+/// rumqttc 0.24 has no option for it, and without it Nagle's algorithm holds a small
+/// write that follows another unacknowledged one (a PUBACK, then a status) until the
+/// broker's delayed ACK, ~40 ms on Linux: that was the whole publish → `running`
+/// latency. Runs after each CONNACK; a few syscalls per open descriptor. Another
+/// socket to the same port (a second client in this process) gets it too, harmlessly.
+fn set_nodelay_to_port(port: u16) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        // SAFETY: getpeername/getsockopt/setsockopt only read or write the buffers we
+        // pass with their sizes; a descriptor that is not a socket fails with ENOTSOCK.
+        unsafe {
+            let mut addr: libc::sockaddr_storage = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            if libc::getpeername(fd, &mut addr as *mut _ as *mut libc::sockaddr, &mut len) != 0 {
+                continue;
+            }
+            let peer_port = match i32::from(addr.ss_family) {
+                libc::AF_INET => {
+                    let a = &*(&addr as *const _ as *const libc::sockaddr_in);
+                    u16::from_be(a.sin_port)
+                }
+                libc::AF_INET6 => {
+                    let a = &*(&addr as *const _ as *const libc::sockaddr_in6);
+                    u16::from_be(a.sin6_port)
+                }
+                _ => continue,
+            };
+            if peer_port != port {
+                continue;
+            }
+            let mut ty: libc::c_int = 0;
+            let mut ty_len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            if libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE, &mut ty as *mut _ as *mut libc::c_void, &mut ty_len) != 0
+                || ty != libc::SOCK_STREAM
+            {
+                continue;
+            }
+            let one: libc::c_int = 1;
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                &one as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
     }
 }
 

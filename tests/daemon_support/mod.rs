@@ -51,7 +51,7 @@ impl Broker {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
+                "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence true\npersistence_location {}/\n\
                  autosave_interval 1\nmax_queued_messages 100000\nmax_inflight_messages 20\n\
                  log_dest file {}/mosquitto.log\nlog_type error\nlog_type warning\nlog_type notice\n",
                 dir.path().display(),
