@@ -100,6 +100,7 @@ fn real_model_job_energy_trace() {
     sampler.shutdown();
     thermal.stop();
     let summary = summarize(&trace, &opts);
+    eprint!("{}", summary.to_text());
 
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("edgewatt.db");

@@ -136,6 +136,8 @@ pub fn render_svg(trace: &Trace, summary: Option<&EnergySummary>) -> Result<Stri
             .configure_mesh()
             .x_desc("time since job start (s)")
             .y_desc("power (W)")
+            .axis_desc_style(("sans-serif", 16))
+            .label_style(("sans-serif", 13))
             .light_line_style(WHITE.mix(0.0))
             .draw()
             .map_err(draw_err)?;

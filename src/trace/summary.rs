@@ -440,6 +440,68 @@ pub fn summarize(trace: &Trace, opts: &EnergyOptions) -> EnergySummary {
     }
 }
 
+fn fmt_opt(v: Option<f64>, unit: &str, decimals: usize) -> String {
+    v.map_or_else(|| "-".to_string(), |x| format!("{x:.decimals$} {unit}"))
+}
+
+impl EnergySummary {
+    /// A short human-readable block (for `generate --trace`), naming the
+    /// definitions and saying SIMULATED when it is.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let sim = if self.simulated { " — SIMULATED" } else { "" };
+        out.push_str(&format!(
+            "energy ({}, basis {}){sim}\n",
+            self.definitions, self.basis
+        ));
+        let e = &self.energy_j;
+        let d = &self.duration_s;
+        out.push_str(&format!(
+            "  load     {:>9.4} J  {:>8.3} s\n  prefill  {:>9.4} J  {:>8.3} s\n  decode   {:>9.4} J  {:>8.3} s\n  total    {:>9.4} J  {:>8.3} s\n",
+            e.load, d.load, e.prefill, d.prefill, e.decode, d.decode, e.total, d.total
+        ));
+        out.push_str(&format!(
+            "  idle {}  avg {}  peak {}\n",
+            fmt_opt(self.idle_w, "W", 3),
+            fmt_opt(self.avg_w, "W", 3),
+            fmt_opt(self.peak_w, "W", 3)
+        ));
+        out.push_str(&format!(
+            "  J/token decode {}  e2e {}  tokens/J {}  (active: {} / {})\n",
+            fmt_opt(self.j_per_token.decode, "J", 4),
+            fmt_opt(self.j_per_token.e2e, "J", 4),
+            fmt_opt(self.tokens_per_j, "", 3).trim_end(),
+            fmt_opt(self.active_j_per_token.decode, "J", 4),
+            fmt_opt(self.active_j_per_token.e2e, "J", 4),
+        ));
+        if let Some(m) = &self.mlperf {
+            out.push_str(&format!(
+                "  MLPerf-style: {:.3} W × {:.3} s = {:.4} J\n",
+                m.avg_w, m.duration_s, m.energy_j
+            ));
+        }
+        out.push_str(&format!(
+            "  {} samples at {}, {} gaps",
+            self.samples,
+            fmt_opt(self.sample_rate_hz, "Hz", 0),
+            self.gaps
+        ));
+        if self.incomplete.total {
+            out.push_str(" — INCOMPLETE (gaps or missing markers)");
+        }
+        out.push('\n');
+        if let Some(t) = &self.thermal {
+            if t.throttled == Some(true) {
+                out.push_str(&format!(
+                    "  THROTTLED: {}\n",
+                    t.throttle_reason.as_deref().unwrap_or("yes")
+                ));
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,5 +514,27 @@ mod tests {
         assert_eq!(pt.e2e, Some(2.5));
         assert_eq!(tokens_per_j(&e, 4), Some(0.4));
         assert_eq!(per_token(&e, 0), PerToken::default());
+    }
+
+    #[test]
+    fn text_names_definitions_and_simulation() {
+        let t = Trace::new(
+            "j",
+            vec![],
+            crate::clock::ClockAnchor {
+                monotonic_ns: 0,
+                unix_ns: 0,
+            },
+        );
+        let mut s = summarize(&t, &EnergyOptions::default());
+        s.simulated = true;
+        let text = s.to_text();
+        assert!(
+            text.starts_with("energy (edgewatt-energy-v1, basis sum())"),
+            "{text}"
+        );
+        assert!(text.contains("SIMULATED"));
+        assert!(text.contains("INCOMPLETE"));
+        assert!(text.contains("J/token decode -"));
     }
 }
