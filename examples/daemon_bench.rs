@@ -29,17 +29,25 @@ fn arg(name: &str, default: u64) -> u64 {
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--child") {
-        let cfg: edgewatt::config::Config = serde_json::from_str(&std::fs::read_to_string(&args[i + 1])?)?;
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let cfg: edgewatt::config::Config =
+            serde_json::from_str(&std::fs::read_to_string(&args[i + 1])?)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
         return rt.block_on(async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             edgewatt::daemon::run(cfg, async move {
                 term.recv().await;
             })
             .await
         });
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(bench(arg("--jobs", 100) as usize, arg("--idle-s", 10)))
 }
 
@@ -48,15 +56,24 @@ fn ticks(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
-    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
 }
 
 /// CPU ticks per thread name (summed over threads of the same name).
 fn thread_ticks(pid: u32) -> std::collections::BTreeMap<String, u64> {
     let mut out = std::collections::BTreeMap::new();
-    for e in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+    for e in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let s = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        let name = s.split_once('(').and_then(|(_, r)| r.rsplit_once(')')).map(|(n, _)| n.to_string()).unwrap_or_default();
+        let name = s
+            .split_once('(')
+            .and_then(|(_, r)| r.rsplit_once(')'))
+            .map(|(n, _)| n.to_string())
+            .unwrap_or_default();
         let tid = e.file_name().to_string_lossy().into_owned();
         *out.entry(name).or_insert(0) += ticks_of(&s);
         let _ = tid;
@@ -67,7 +84,8 @@ fn thread_ticks(pid: u32) -> std::collections::BTreeMap<String, u64> {
 fn ticks_of(s: &str) -> u64 {
     let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
-    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
 }
 
 /// (total Rss kB, Rss kB of mappings of `file`).
@@ -75,18 +93,29 @@ fn rss_kb(pid: u32, file: &str) -> (u64, u64) {
     let total = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("Rss:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()))
+        .find_map(|l| {
+            l.strip_prefix("Rss:")
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
         .unwrap_or(0);
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
     let mut in_model = false;
     let mut model = 0;
     for l in smaps.lines() {
         let first = l.split_whitespace().next().unwrap_or("");
-        if first.contains('-') && first.chars().next().is_some_and(|c| c.is_ascii_hexdigit()) && !first.ends_with(':') {
+        if first.contains('-')
+            && first.chars().next().is_some_and(|c| c.is_ascii_hexdigit())
+            && !first.ends_with(':')
+        {
             in_model = l.ends_with(file);
         } else if in_model {
             if let Some(v) = l.strip_prefix("Rss:") {
-                model += v.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap_or(0);
+                model += v
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap_or(0);
             }
         }
     }
@@ -124,15 +153,28 @@ async fn bench(jobs: usize, idle_s: u64) -> anyhow::Result<()> {
     let pid = child.id();
     let reply = "bench/reply";
     let status_filter = format!("{P}/{dev}/job/+/status");
-    let mut c = Client::connect(&broker.url(), &[reply, &status_filter, &format!("{P}/{dev}/status")], false).await;
+    let mut c = Client::connect(
+        &broker.url(),
+        &[reply, &status_filter, &format!("{P}/{dev}/status")],
+        false,
+    )
+    .await;
     wait_online(&mut c, P, dev).await;
 
     let job = |id: &str| {
         json!({"id": id, "model": MODEL, "prompt": "Hi", "max_tokens": 1, "n_ctx": 256}).to_string()
     };
     // Warm-up: the model loads once.
-    c.publish(&format!("{P}/{dev}/jobs"), job("warm"), Some((reply, b"warm"))).await;
-    c.wait_for(Duration::from_secs(120), "warm-up result", |m| m.topic == reply).await;
+    c.publish(
+        &format!("{P}/{dev}/jobs"),
+        job("warm"),
+        Some((reply, b"warm")),
+    )
+    .await;
+    c.wait_for(Duration::from_secs(120), "warm-up result", |m| {
+        m.topic == reply
+    })
+    .await;
 
     let mut lat_ms = Vec::with_capacity(jobs);
     for i in 0..jobs {
@@ -141,13 +183,22 @@ async fn bench(jobs: usize, idle_s: u64) -> anyhow::Result<()> {
         c.msgs.clear();
         tokio::time::sleep(Duration::from_millis(100)).await; // idle daemon
         let t0 = Instant::now();
-        c.publish(&format!("{P}/{dev}/jobs"), job(&id), Some((reply, id.as_bytes()))).await;
+        c.publish(
+            &format!("{P}/{dev}/jobs"),
+            job(&id),
+            Some((reply, id.as_bytes())),
+        )
+        .await;
         let m = c
-            .wait_for(Duration::from_secs(30), "running", |m| m.topic == topic && m.json()["state"] == "running")
+            .wait_for(Duration::from_secs(30), "running", |m| {
+                m.topic == topic && m.json()["state"] == "running"
+            })
             .await;
         lat_ms.push((m.at - t0).as_secs_f64() * 1e3);
-        c.wait_for(Duration::from_secs(60), "result", |m| m.topic == reply && m.correlation.as_deref() == Some(id.as_bytes()))
-            .await;
+        c.wait_for(Duration::from_secs(60), "result", |m| {
+            m.topic == reply && m.correlation.as_deref() == Some(id.as_bytes())
+        })
+        .await;
     }
     println!(
         "publish -> running latency over {jobs} jobs: p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms  (target p99 <= 10 ms)",
@@ -184,10 +235,13 @@ async fn bench(jobs: usize, idle_s: u64) -> anyhow::Result<()> {
             if first.contains('-') && !first.ends_with(':') {
                 cur = l.to_string();
             } else if let Some(v) = l.strip_prefix("Rss:") {
-                rows.push((v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0), cur.clone()));
+                rows.push((
+                    v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0),
+                    cur.clone(),
+                ));
             }
         }
-        rows.sort_by(|a, b| b.0.cmp(&a.0));
+        rows.sort_by_key(|r| std::cmp::Reverse(r.0));
         for (kb, m) in rows.iter().take(12) {
             println!("  {kb:>8} kB  {m}");
         }

@@ -30,22 +30,29 @@ async fn job_states_in_order_full_result_and_streaming() {
     let dev = "lifecycle";
     let daemon = InProcessDaemon::start(daemon_config(&broker.url(), dev, state.path()));
     let reply = "test/reply/lifecycle";
-    let mut c = Client::connect(
-        &broker.url(),
-        &[&format!("{P}/{dev}/#"), reply],
-        false,
-    )
-    .await;
+    let mut c = Client::connect(&broker.url(), &[&format!("{P}/{dev}/#"), reply], false).await;
     wait_online(&mut c, P, dev).await;
 
     let job = json!({"id": "life-1", "model": MODEL, "prompt": "Once upon a time", "max_tokens": 12,
                      "stream": true, "trace": "summary"});
-    c.publish(&format!("{P}/{dev}/jobs"), job.to_string(), Some((reply, b"corr-1")))
-        .await;
+    c.publish(
+        &format!("{P}/{dev}/jobs"),
+        job.to_string(),
+        Some((reply, b"corr-1")),
+    )
+    .await;
     let res = c
-        .wait_for(Duration::from_secs(120), "result on the response topic", |m| m.topic == reply)
+        .wait_for(
+            Duration::from_secs(120),
+            "result on the response topic",
+            |m| m.topic == reply,
+        )
         .await;
-    assert_eq!(res.correlation.as_deref(), Some(&b"corr-1"[..]), "correlation data echoed");
+    assert_eq!(
+        res.correlation.as_deref(),
+        Some(&b"corr-1"[..]),
+        "correlation data echoed"
+    );
     let r = res.json();
     assert_eq!(r["state"], "succeeded", "{r}");
     // Let the tail (trace chunks) arrive.
@@ -62,7 +69,13 @@ async fn job_states_in_order_full_result_and_streaming() {
         .collect();
     assert_eq!(
         seq,
-        ["accepted", "running:load", "running:prefill", "running:decode", "succeeded"],
+        [
+            "accepted",
+            "running:load",
+            "running:prefill",
+            "running:decode",
+            "succeeded"
+        ],
         "status sequence"
     );
     for s in &statuses {
@@ -72,15 +85,49 @@ async fn job_states_in_order_full_result_and_streaming() {
 
     // Every field of the result schema.
     for f in [
-        "id", "device", "state", "model.name", "model.file", "model.arch", "model.params", "model.quant",
-        "model.size_bytes", "params.max_tokens", "params.temperature", "text", "finish_reason",
-        "tokens.prompt", "tokens.generated", "timings.queue_ms", "timings.load_ms", "timings.prefill_ms",
-        "timings.ttft_ms", "timings.decode_ms", "timings.total_ms", "timings.prefill_tps", "timings.decode_tps",
-        "timings.token_latency_ms.p50", "timings.token_latency_ms.p90", "timings.token_latency_ms.p99",
-        "timings.token_latency_ms.max", "memory.model_bytes", "memory.kv_bytes", "memory.rss_peak_bytes",
-        "memory.mem_available_bytes", "energy.definitions", "energy.simulated", "energy.sample_rate_hz",
-        "energy.samples", "energy.gaps", "energy.rails", "energy.j_per_token.decode", "energy.j_per_token.e2e",
-        "energy.tokens_per_j", "thermal", "started_unix_ns", "finished_unix_ns",
+        "id",
+        "device",
+        "state",
+        "model.name",
+        "model.file",
+        "model.arch",
+        "model.params",
+        "model.quant",
+        "model.size_bytes",
+        "params.max_tokens",
+        "params.temperature",
+        "text",
+        "finish_reason",
+        "tokens.prompt",
+        "tokens.generated",
+        "timings.queue_ms",
+        "timings.load_ms",
+        "timings.prefill_ms",
+        "timings.ttft_ms",
+        "timings.decode_ms",
+        "timings.total_ms",
+        "timings.prefill_tps",
+        "timings.decode_tps",
+        "timings.token_latency_ms.p50",
+        "timings.token_latency_ms.p90",
+        "timings.token_latency_ms.p99",
+        "timings.token_latency_ms.max",
+        "memory.model_bytes",
+        "memory.kv_bytes",
+        "memory.rss_peak_bytes",
+        "memory.mem_available_bytes",
+        "energy.definitions",
+        "energy.simulated",
+        "energy.sample_rate_hz",
+        "energy.samples",
+        "energy.gaps",
+        "energy.rails",
+        "energy.j_per_token.decode",
+        "energy.j_per_token.e2e",
+        "energy.tokens_per_j",
+        "thermal",
+        "started_unix_ns",
+        "finished_unix_ns",
     ] {
         assert!(has(&r, f), "result lacks '{f}': {r}");
     }
@@ -90,7 +137,15 @@ async fn job_states_in_order_full_result_and_streaming() {
     assert_eq!(r["params"]["max_tokens"], 12);
     assert_eq!(r["energy"]["simulated"], true);
     let rail = &r["energy"]["rails"][0];
-    for f in ["name", "total", "idle_w", "avg_w", "peak_w", "energy_j", "active_energy_j"] {
+    for f in [
+        "name",
+        "total",
+        "idle_w",
+        "avg_w",
+        "peak_w",
+        "energy_j",
+        "active_energy_j",
+    ] {
         assert!(rail.get(f).is_some(), "rail lacks '{f}': {rail}");
     }
     for f in ["load", "prefill", "decode", "total"] {
@@ -101,7 +156,11 @@ async fn job_states_in_order_full_result_and_streaming() {
 
     // Streaming: the pieces, in order, are the text.
     let tokens = c.on(&format!("{P}/{dev}/job/life-1/tokens"));
-    assert_eq!(tokens.len() as u64, generated, "one token message per generated token");
+    assert_eq!(
+        tokens.len() as u64,
+        generated,
+        "one token message per generated token"
+    );
     let streamed: String = tokens.iter().map(|t| t["text"].as_str().unwrap()).collect();
     assert_eq!(streamed, r["text"].as_str().unwrap());
 
@@ -113,18 +172,27 @@ async fn job_states_in_order_full_result_and_streaming() {
     // Trace (summary) arrived in chunks that reassemble to a trace with markers.
     let chunks = c.on(&format!("{P}/{dev}/job/life-1/trace"));
     assert!(!chunks.is_empty(), "trace chunks");
-    let text: String = chunks.iter().map(|ch| ch["json"].as_str().unwrap()).collect();
+    let text: String = chunks
+        .iter()
+        .map(|ch| ch["json"].as_str().unwrap())
+        .collect();
     let trace: Value = serde_json::from_str(&text).unwrap();
     assert!(trace["markers"].as_array().unwrap().len() as u64 >= generated);
 
     // Board status: online, with the model and the rail.
     let st = c.on(&format!("{P}/{dev}/status"));
     let last = st.last().unwrap();
-    assert!(last["models"].as_array().unwrap().iter().any(|m| m == MODEL));
+    assert!(last["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m == MODEL));
     assert_eq!(last["rails"][0], "5V_IN");
     // Live power arrives about once a second.
-    c.wait_for(Duration::from_secs(5), "live power", |m| m.topic == format!("{P}/{dev}/power"))
-        .await;
+    c.wait_for(Duration::from_secs(5), "live power", |m| {
+        m.topic == format!("{P}/{dev}/power")
+    })
+    .await;
 
     // A graceful stop publishes `offline` (retained).
     daemon.stop().await.unwrap();
@@ -150,8 +218,18 @@ async fn cancel_queued_and_running() {
                "ignore_eos": true, "n_ctx": 2048})
         .to_string()
     };
-    c.publish(&format!("{P}/{dev}/jobs"), long("run-1"), Some((reply, b"run-1"))).await;
-    c.publish(&format!("{P}/{dev}/jobs"), long("queued-1"), Some((reply, b"queued-1"))).await;
+    c.publish(
+        &format!("{P}/{dev}/jobs"),
+        long("run-1"),
+        Some((reply, b"run-1")),
+    )
+    .await;
+    c.publish(
+        &format!("{P}/{dev}/jobs"),
+        long("queued-1"),
+        Some((reply, b"queued-1")),
+    )
+    .await;
     let st = |id: &str| format!("{P}/{dev}/job/{id}/status");
     let (s1, s2) = (st("run-1"), st("queued-1"));
     c.wait_for(Duration::from_secs(60), "run-1 decoding", |m| {
@@ -164,28 +242,45 @@ async fn cancel_queued_and_running() {
     .await;
 
     // Cancel the queued one: canceled without ever running.
-    c.publish(&format!("{P}/{dev}/job/queued-1/cancel"), "", None).await;
+    c.publish(&format!("{P}/{dev}/job/queued-1/cancel"), "", None)
+        .await;
     let r = c
-        .wait_for(Duration::from_secs(10), "queued-1 result", |m| m.topic == reply && m.json()["id"] == "queued-1")
+        .wait_for(Duration::from_secs(10), "queued-1 result", |m| {
+            m.topic == reply && m.json()["id"] == "queued-1"
+        })
         .await
         .json();
     assert_eq!(r["state"], "canceled");
     assert_eq!(r["error"]["code"], "canceled");
-    assert!(!c.on(&s2).iter().any(|s| s["state"] == "running"), "queued job never ran");
+    assert!(
+        !c.on(&s2).iter().any(|s| s["state"] == "running"),
+        "queued job never ran"
+    );
 
     // Cancel the running one: canceled, with the tokens so far.
-    c.publish(&format!("{P}/{dev}/job/run-1/cancel"), "", None).await;
+    c.publish(&format!("{P}/{dev}/job/run-1/cancel"), "", None)
+        .await;
     let r = c
-        .wait_for(Duration::from_secs(30), "run-1 result", |m| m.topic == reply && m.json()["id"] == "run-1")
+        .wait_for(Duration::from_secs(30), "run-1 result", |m| {
+            m.topic == reply && m.json()["id"] == "run-1"
+        })
         .await
         .json();
     assert_eq!(r["state"], "canceled", "{r}");
     assert_eq!(r["finish_reason"], "canceled");
     let n = r["tokens"]["generated"].as_u64().unwrap();
-    assert!(n >= 1 && n < 2000, "stopped early with tokens so far: {n}");
+    assert!(
+        (1..2000).contains(&n),
+        "stopped early with tokens so far: {n}"
+    );
 
     // And the daemon goes on.
-    c.publish(&format!("{P}/{dev}/jobs"), job("after-cancel", 2), Some((reply, b"after"))).await;
+    c.publish(
+        &format!("{P}/{dev}/jobs"),
+        job("after-cancel", 2),
+        Some((reply, b"after")),
+    )
+    .await;
     let r = c
         .wait_for(Duration::from_secs(60), "after-cancel result", |m| {
             m.topic == reply && m.json()["id"] == "after-cancel"
@@ -213,15 +308,23 @@ async fn bad_input_each_gets_its_code_and_the_daemon_keeps_serving() {
     wait_online(&mut c, P, dev).await;
 
     // A finished job whose id a different payload will try to reuse.
-    c.publish(&format!("{P}/{dev}/jobs"), job("dup-1", 2), Some((reply, b"dup-original"))).await;
+    c.publish(
+        &format!("{P}/{dev}/jobs"),
+        job("dup-1", 2),
+        Some((reply, b"dup-original")),
+    )
+    .await;
     c.wait_for(Duration::from_secs(60), "dup-1 result", |m| {
         m.topic == reply && m.correlation.as_deref() == Some(b"dup-original")
     })
-        .await;
+    .await;
 
     let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
     let big_prompt = "x".repeat(5000);
-    let huge = format!(r#"{{"id":"huge","model":"{MODEL}","prompt":"{}"}}"#, "y".repeat(20_000));
+    let huge = format!(
+        r#"{{"id":"huge","model":"{MODEL}","prompt":"{}"}}"#,
+        "y".repeat(20_000)
+    );
     let cases: Vec<(&str, Vec<u8>, &str, bool)> = vec![
         // (name, payload, expected code, carries a usable id)
         ("invalid_json", br#"{"id": "x", "model":"#.to_vec(), "invalid_json", false),
@@ -246,21 +349,38 @@ async fn bad_input_each_gets_its_code_and_the_daemon_keeps_serving() {
     ];
 
     for (i, (name, payload, _, _)) in cases.iter().enumerate() {
-        c.publish(&format!("{P}/{dev}/jobs"), payload.clone(), Some((reply, name.as_bytes()))).await;
+        c.publish(
+            &format!("{P}/{dev}/jobs"),
+            payload.clone(),
+            Some((reply, name.as_bytes())),
+        )
+        .await;
         // A valid job in between: the daemon keeps serving.
         if i % 4 == 3 {
             let id = format!("good-{i}");
-            c.publish(&format!("{P}/{dev}/jobs"), job(&id, 2), Some((reply, id.as_bytes()))).await;
+            c.publish(
+                &format!("{P}/{dev}/jobs"),
+                job(&id, 2),
+                Some((reply, id.as_bytes())),
+            )
+            .await;
         }
     }
     let good = "good-last";
-    c.publish(&format!("{P}/{dev}/jobs"), job(good, 2), Some((reply, good.as_bytes()))).await;
+    c.publish(
+        &format!("{P}/{dev}/jobs"),
+        job(good, 2),
+        Some((reply, good.as_bytes())),
+    )
+    .await;
 
     for (name, _, code, with_id) in &cases {
         let m = c
-            .wait_for(Duration::from_secs(120), &format!("rejection of {name}"), |m| {
-                m.topic == reply && m.correlation.as_deref() == Some(name.as_bytes())
-            })
+            .wait_for(
+                Duration::from_secs(120),
+                &format!("rejection of {name}"),
+                |m| m.topic == reply && m.correlation.as_deref() == Some(name.as_bytes()),
+            )
             .await;
         let r = m.json();
         assert_eq!(r["state"], "rejected", "{name}: {r}");
@@ -271,7 +391,11 @@ async fn bad_input_each_gets_its_code_and_the_daemon_keeps_serving() {
             let id = r["id"].as_str().unwrap();
             // Also on the job's own status topic.
             let st = c.on(&format!("{P}/{dev}/job/{id}/status"));
-            assert!(st.iter().any(|s| s["state"] == "rejected" && s["error"]["code"] == *code), "{name}: status");
+            assert!(
+                st.iter()
+                    .any(|s| s["state"] == "rejected" && s["error"]["code"] == *code),
+                "{name}: status"
+            );
         }
     }
     // Messages name the field.
@@ -292,20 +416,39 @@ async fn bad_input_each_gets_its_code_and_the_daemon_keeps_serving() {
     assert!(by("model_path").contains("'model'"));
     // No-id rejections also land on PREFIX/DEV/errors.
     let errors = c.on(&format!("{P}/{dev}/errors"));
-    for code in ["invalid_json", "not_utf8", "not_an_object", "missing_id", "invalid_id", "payload_too_large", "json_too_deep", "duplicate_id"] {
-        assert!(errors.iter().any(|e| e["error"]["code"] == code), "errors topic lacks {code}");
+    for code in [
+        "invalid_json",
+        "not_utf8",
+        "not_an_object",
+        "missing_id",
+        "invalid_id",
+        "payload_too_large",
+        "json_too_deep",
+        "duplicate_id",
+    ] {
+        assert!(
+            errors.iter().any(|e| e["error"]["code"] == code),
+            "errors topic lacks {code}"
+        );
     }
     // Every valid job in between succeeded.
     for id in ["good-3", "good-7", "good-11", "good-15", "good-last"] {
         let r = c
-            .wait_for(Duration::from_secs(120), id, |m| m.topic == reply && m.correlation.as_deref() == Some(id.as_bytes()))
+            .wait_for(Duration::from_secs(120), id, |m| {
+                m.topic == reply && m.correlation.as_deref() == Some(id.as_bytes())
+            })
             .await
             .json();
         assert_eq!(r["state"], "succeeded", "{id}: {r}");
     }
     // The original dup-1 was not overwritten: resubmitting it exactly is answered
     // from the store, not run again.
-    c.publish(&format!("{P}/{dev}/jobs"), job("dup-1", 2), Some((reply, b"dup-again"))).await;
+    c.publish(
+        &format!("{P}/{dev}/jobs"),
+        job("dup-1", 2),
+        Some((reply, b"dup-again")),
+    )
+    .await;
     let again = c
         .wait_for(Duration::from_secs(30), "dup-1 answered again", |m| {
             m.topic == reply && m.correlation.as_deref() == Some(b"dup-again")

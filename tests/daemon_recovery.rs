@@ -26,7 +26,8 @@ fn child_daemon() {
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
         edgewatt::daemon::run(cfg, async move {
             term.recv().await;
         })
@@ -37,7 +38,14 @@ fn child_daemon() {
 
 fn spawn_child(config_path: &std::path::Path) -> Child {
     Command::new(std::env::current_exe().unwrap())
-        .args(["child_daemon", "--exact", "--ignored", "--nocapture", "--test-threads", "1"])
+        .args([
+            "child_daemon",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
         .env(CHILD_ENV, config_path)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -65,29 +73,47 @@ async fn kill_9_mid_job_then_restart_completes_the_job_once() {
 
     let mut child = spawn_child(&cfg_path);
     wait_online(&mut c, P, dev).await;
-    c.publish(&format!("{P}/{dev}/jobs"), long_job("crash-1", 400), Some((reply, b"crash-1"))).await;
+    c.publish(
+        &format!("{P}/{dev}/jobs"),
+        long_job("crash-1", 400),
+        Some((reply, b"crash-1")),
+    )
+    .await;
     let s1 = format!("{P}/{dev}/job/crash-1/status");
-    c.wait_for(Duration::from_secs(60), "crash-1 decoding", |m| m.topic == s1 && m.json()["phase"] == "decode")
-        .await;
+    c.wait_for(Duration::from_secs(60), "crash-1 decoding", |m| {
+        m.topic == s1 && m.json()["phase"] == "decode"
+    })
+    .await;
     // A second job waits in the queue (accepted, acked) when the daemon dies.
-    c.publish(&format!("{P}/{dev}/jobs"), long_job("crash-2", 4), Some((reply, b"crash-2"))).await;
+    c.publish(
+        &format!("{P}/{dev}/jobs"),
+        long_job("crash-2", 4),
+        Some((reply, b"crash-2")),
+    )
+    .await;
     let s2 = format!("{P}/{dev}/job/crash-2/status");
-    c.wait_for(Duration::from_secs(10), "crash-2 accepted", |m| m.topic == s2 && m.json()["state"] == "accepted")
-        .await;
+    c.wait_for(Duration::from_secs(10), "crash-2 accepted", |m| {
+        m.topic == s2 && m.json()["state"] == "accepted"
+    })
+    .await;
 
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     // The broker publishes our Will.
     let st = format!("{P}/{dev}/status");
-    c.wait_for(Duration::from_secs(10), "Will: offline", |m| m.topic == st && m.json()["state"] == "offline")
-        .await;
+    c.wait_for(Duration::from_secs(10), "Will: offline", |m| {
+        m.topic == st && m.json()["state"] == "offline"
+    })
+    .await;
 
     let mut child = spawn_child(&cfg_path);
     for id in ["crash-1", "crash-2"] {
         let r = c
-            .wait_for(Duration::from_secs(240), &format!("{id} result after restart"), |m| {
-                m.topic == reply && m.correlation.as_deref() == Some(id.as_bytes())
-            })
+            .wait_for(
+                Duration::from_secs(240),
+                &format!("{id} result after restart"),
+                |m| m.topic == reply && m.correlation.as_deref() == Some(id.as_bytes()),
+            )
             .await
             .json();
         assert_eq!(r["state"], "succeeded", "{id}: {r}");
@@ -137,21 +163,35 @@ async fn broker_restart_mid_job_result_arrives_after_reconnect() {
     let mut c = Client::connect(&broker.url(), &[&format!("{P}/{dev}/#"), reply], true).await;
     wait_online(&mut c, P, dev).await;
 
-    c.publish(&format!("{P}/{dev}/jobs"), long_job("bounce-1", 300), Some((reply, b"bounce-1"))).await;
+    c.publish(
+        &format!("{P}/{dev}/jobs"),
+        long_job("bounce-1", 300),
+        Some((reply, b"bounce-1")),
+    )
+    .await;
     let s = format!("{P}/{dev}/job/bounce-1/status");
-    c.wait_for(Duration::from_secs(60), "bounce-1 decoding", |m| m.topic == s && m.json()["phase"] == "decode")
-        .await;
+    c.wait_for(Duration::from_secs(60), "bounce-1 decoding", |m| {
+        m.topic == s && m.json()["phase"] == "decode"
+    })
+    .await;
     broker.restart();
     let r = c
-        .wait_for(Duration::from_secs(180), "bounce-1 result after the broker restart", |m| {
-            m.topic == reply && m.correlation.as_deref() == Some(b"bounce-1")
-        })
+        .wait_for(
+            Duration::from_secs(180),
+            "bounce-1 result after the broker restart",
+            |m| m.topic == reply && m.correlation.as_deref() == Some(b"bounce-1"),
+        )
         .await
         .json();
     assert_eq!(r["state"], "succeeded", "{r}");
     assert_eq!(r["tokens"]["generated"], 300);
     // The daemon keeps working on the new connection.
-    c.publish(&format!("{P}/{dev}/jobs"), job("bounce-2", 2), Some((reply, b"bounce-2"))).await;
+    c.publish(
+        &format!("{P}/{dev}/jobs"),
+        job("bounce-2", 2),
+        Some((reply, b"bounce-2")),
+    )
+    .await;
     let r = c
         .wait_for(Duration::from_secs(60), "bounce-2 result", |m| {
             m.topic == reply && m.correlation.as_deref() == Some(b"bounce-2")

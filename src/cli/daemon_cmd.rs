@@ -25,7 +25,8 @@ impl DaemonArgs {
         if let Some(dev) = &self.device {
             cfg.device.id = dev.clone();
         }
-        cfg.validate().context("invalid value given on the command line")?;
+        cfg.validate()
+            .context("invalid value given on the command line")?;
         Ok(cfg)
     }
 }

@@ -26,7 +26,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::jobs::mqtt::{self, BrokerUrl, OutMessage, SessionEvent, SessionHandle, SessionOptions, TlsFiles};
+use crate::jobs::mqtt::{
+    self, BrokerUrl, OutMessage, SessionEvent, SessionHandle, SessionOptions, TlsFiles,
+};
 use crate::jobs::protocol::{validate_id, DeviceStatus, JobState, StatusMsg, TokenMsg};
 
 /// Options for `edgewatt submit`.
@@ -174,8 +176,14 @@ pub async fn run_async(args: &SubmitArgs, cfg: &Config) -> anyhow::Result<()> {
 fn describe_failure(o: &Outcome) -> String {
     let state = o.state.map_or("timed out", |s| s.as_str());
     let err = o.result.get("error");
-    let code = err.and_then(|e| e.get("code")).and_then(Value::as_str).unwrap_or("");
-    let msg = err.and_then(|e| e.get("message")).and_then(Value::as_str).unwrap_or("");
+    let code = err
+        .and_then(|e| e.get("code"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let msg = err
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if code.is_empty() {
         format!("job '{}' {state}", o.id)
     } else {
@@ -225,7 +233,8 @@ pub fn job_from_flags(args: &SubmitArgs) -> anyhow::Result<Map<String, Value>> {
 }
 
 fn read_jobs_file(path: &PathBuf, args: &SubmitArgs) -> anyhow::Result<Vec<Map<String, Value>>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read '{}'", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read '{}'", path.display()))?;
     let mut jobs = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -289,8 +298,15 @@ struct Pending {
 }
 
 /// Submits `jobs` and waits for all their results.
-pub async fn submit(args: &SubmitArgs, cfg: &Config, jobs: Vec<Map<String, Value>>) -> anyhow::Result<Vec<Outcome>> {
-    let prefix = args.prefix.clone().unwrap_or_else(|| cfg.mqtt.prefix.clone());
+pub async fn submit(
+    args: &SubmitArgs,
+    cfg: &Config,
+    jobs: Vec<Map<String, Value>>,
+) -> anyhow::Result<Vec<Outcome>> {
+    let prefix = args
+        .prefix
+        .clone()
+        .unwrap_or_else(|| cfg.mqtt.prefix.clone());
     let mut opts = session_options(args, cfg)?;
     let reply_topic = format!("{prefix}/reply/{}", uuid::Uuid::new_v4().simple());
     let single = jobs.len() == 1;
@@ -307,7 +323,16 @@ pub async fn submit(args: &SubmitArgs, cfg: &Config, jobs: Vec<Map<String, Value
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let (session, mut events) = mqtt::start(opts, cancel.clone(), &tracker)?;
-    let result = drive(args, &prefix, &reply_topic, fleet, jobs, &session, &mut events).await;
+    let result = drive(
+        args,
+        &prefix,
+        &reply_topic,
+        fleet,
+        jobs,
+        &session,
+        &mut events,
+    )
+    .await;
     let _ = session.disconnect().await;
     drop(session);
     tracker.close();
@@ -362,8 +387,10 @@ async fn drive(
     let progress = (!single).then(|| {
         let pb = indicatif::ProgressBar::new(jobs.len() as u64);
         pb.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} jobs  {msg}  [{elapsed_precise}]")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} jobs  {msg}  [{elapsed_precise}]",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         pb
     });
@@ -375,7 +402,8 @@ async fn drive(
                 .unwrap_or_else(|| path.with_extension("results.jsonl"));
             Some((
                 std::io::BufWriter::new(
-                    std::fs::File::create(&p).with_context(|| format!("cannot create '{}'", p.display()))?,
+                    std::fs::File::create(&p)
+                        .with_context(|| format!("cannot create '{}'", p.display()))?,
                 ),
                 p,
             ))
@@ -394,7 +422,9 @@ async fn drive(
     loop {
         // Fill the window.
         while pending.len() < window {
-            let Some(mut job) = todo.pop_front() else { break };
+            let Some(mut job) = todo.pop_front() else {
+                break;
+            };
             n += 1;
             let id = match job.get("id").and_then(Value::as_str) {
                 Some(id) => id.to_string(),
@@ -451,7 +481,11 @@ async fn drive(
         }
 
         // Wait for the next event, or the oldest job's deadline.
-        let next_deadline = pending.values().map(|p| p.sent + timeout).min().unwrap_or_else(Instant::now);
+        let next_deadline = pending
+            .values()
+            .map(|p| p.sent + timeout)
+            .min()
+            .unwrap_or_else(Instant::now);
         let ev = tokio::time::timeout_at(next_deadline.into(), events.recv()).await;
         let mut finished: Vec<Outcome> = Vec::new();
         match ev {
@@ -486,11 +520,16 @@ async fn drive(
                             .as_ref()
                             .and_then(|pr| pr.correlation_data.as_ref())
                             .map(|c| String::from_utf8_lossy(c).into_owned())
-                            .or_else(|| result.get("id").and_then(Value::as_str).map(str::to_string));
+                            .or_else(|| {
+                                result.get("id").and_then(Value::as_str).map(str::to_string)
+                            });
                         if let Some(id) = id {
                             // At-least-once: a result may come twice; count it once.
                             if pending.remove(&id).is_some() && seen.insert(id.clone()) {
-                                let state = result.get("state").and_then(Value::as_str).and_then(JobState::parse);
+                                let state = result
+                                    .get("state")
+                                    .and_then(Value::as_str)
+                                    .and_then(JobState::parse);
                                 finished.push(Outcome { id, state, result });
                             }
                         }
@@ -499,8 +538,16 @@ async fn drive(
                     if let Ok(s) = serde_json::from_slice::<StatusMsg>(&p.payload) {
                         if single && pending.contains_key(&s.id) && !args.json {
                             let line = match (&s.phase, &s.error) {
-                                (_, Some(e)) => format!("[{} on {}: {} ({})]", s.state.as_str(), s.device, e.message, e.code),
-                                (Some(ph), None) => format!("[{} on {}: {ph}]", s.state.as_str(), s.device),
+                                (_, Some(e)) => format!(
+                                    "[{} on {}: {} ({})]",
+                                    s.state.as_str(),
+                                    s.device,
+                                    e.message,
+                                    e.code
+                                ),
+                                (Some(ph), None) => {
+                                    format!("[{} on {}: {ph}]", s.state.as_str(), s.device)
+                                }
                                 (None, None) => format!("[{} on {}]", s.state.as_str(), s.device),
                             };
                             if line != last_state_line {
@@ -526,7 +573,8 @@ async fn drive(
             Ok(Some(_)) => {}
         }
         for o in finished {
-            if single && !args.json && o.result.get("text").is_some() && !last_state_line.is_empty() {
+            if single && !args.json && o.result.get("text").is_some() && !last_state_line.is_empty()
+            {
                 println!();
             }
             if let Some((f, _)) = &mut out_file {
@@ -534,7 +582,10 @@ async fn drive(
             }
             if let Some(pb) = &progress {
                 pb.inc(1);
-                let failed = done.iter().filter(|d| d.state != Some(JobState::Succeeded)).count()
+                let failed = done
+                    .iter()
+                    .filter(|d| d.state != Some(JobState::Succeeded))
+                    .count()
                     + usize::from(o.state != Some(JobState::Succeeded));
                 pb.set_message(format!("{failed} not succeeded"));
             }
@@ -553,12 +604,18 @@ async fn drive(
 
 /// The online board with the fewest jobs (its queue, its running job, and what we
 /// have in flight to it); `None` (shared queue) when no board is online.
-fn pick_board(boards: &BTreeMap<String, DeviceStatus>, pending: &HashMap<String, Pending>) -> Option<String> {
+fn pick_board(
+    boards: &BTreeMap<String, DeviceStatus>,
+    pending: &HashMap<String, Pending>,
+) -> Option<String> {
     boards
         .values()
         .filter(|b| b.state == "online")
         .min_by_key(|b| {
-            let ours = pending.values().filter(|p| p.device.as_deref() == Some(&b.device)).count();
+            let ours = pending
+                .values()
+                .filter(|p| p.device.as_deref() == Some(&b.device))
+                .count();
             // The board's own count already includes some of ours; take the larger.
             let theirs = b.queue_length + usize::from(b.running.is_some());
             theirs.max(ours)
@@ -592,19 +649,37 @@ pub fn result_table(r: &Value) -> String {
     if r.get("timings").is_none() {
         return s;
     }
-    let model = r.get("model").and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("?");
-    let quant = r.get("model").and_then(|m| m.get("quant")).and_then(Value::as_str).unwrap_or("");
+    let model = r
+        .get("model")
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    let quant = r
+        .get("model")
+        .and_then(|m| m.get("quant"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let fr = r.get("finish_reason").and_then(Value::as_str).unwrap_or("");
     let pt = num(r, &["tokens", "prompt"]).unwrap_or(0.0);
     let gt = num(r, &["tokens", "generated"]).unwrap_or(0.0);
     let t = |k: &str| num(r, &["timings", k]).unwrap_or(0.0);
-    s.push_str(&format!("model {model} {quant}, finish {fr}, {pt:.0} prompt + {gt:.0} generated tokens\n"));
+    s.push_str(&format!(
+        "model {model} {quant}, finish {fr}, {pt:.0} prompt + {gt:.0} generated tokens\n"
+    ));
     s.push_str("  phase        ms      tok/s\n");
     s.push_str(&format!("  queue  {:>9.1}\n", t("queue_ms")));
     s.push_str(&format!("  load   {:>9.1}\n", t("load_ms")));
-    s.push_str(&format!("  prefill{:>9.1}  {:>9.1}\n", t("prefill_ms"), t("prefill_tps")));
+    s.push_str(&format!(
+        "  prefill{:>9.1}  {:>9.1}\n",
+        t("prefill_ms"),
+        t("prefill_tps")
+    ));
     s.push_str(&format!("  ttft   {:>9.1}\n", t("ttft_ms")));
-    s.push_str(&format!("  decode {:>9.1}  {:>9.1}\n", t("decode_ms"), t("decode_tps")));
+    s.push_str(&format!(
+        "  decode {:>9.1}  {:>9.1}\n",
+        t("decode_ms"),
+        t("decode_tps")
+    ));
     s.push_str(&format!("  total  {:>9.1}\n", t("total_ms")));
     s.push_str(&format!(
         "  token latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}\n",
@@ -628,7 +703,12 @@ pub fn result_table(r: &Value) -> String {
     ));
     s.push_str("  rail              idle W   avg W  peak W   load J prefill J decode J  total J\n");
     let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.3}"));
-    for rail in e.get("rails").and_then(Value::as_array).into_iter().flatten() {
+    for rail in e
+        .get("rails")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let name = rail.get("name").and_then(Value::as_str).unwrap_or("?");
         let total = rail.get("total").and_then(Value::as_bool).unwrap_or(false);
         s.push_str(&format!(
@@ -697,7 +777,9 @@ mod tests {
 
     #[test]
     fn table_shows_error() {
-        let t = result_table(&json!({"id":"a","device":"d","state":"rejected","error":{"code":"x","message":"m"}}));
+        let t = result_table(
+            &json!({"id":"a","device":"d","state":"rejected","error":{"code":"x","message":"m"}}),
+        );
         assert!(t.contains("rejected") && t.contains("(x)"), "{t}");
     }
 }

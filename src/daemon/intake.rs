@@ -221,7 +221,11 @@ async fn send_payload_error(
 /// its stored result is published again without running it (to the Response Topic of
 /// this delivery, else the original one); otherwise it is already queued or running
 /// and nothing more is needed.
-async fn answer_again(ctx: &Arc<Ctx>, existing: &JournalJob, reply: &Reply) -> Result<(), JournalError> {
+async fn answer_again(
+    ctx: &Arc<Ctx>,
+    existing: &JournalJob,
+    reply: &Reply,
+) -> Result<(), JournalError> {
     if !existing.state.is_terminal() {
         tracing::debug!(
             "job '{}' redelivered while {}",
@@ -249,13 +253,8 @@ async fn answer_again(ctx: &Arc<Ctx>, existing: &JournalJob, reply: &Reply) -> R
     } else {
         &existing.reply
     };
-    let messages = ctx.terminal_messages(
-        &existing.id,
-        reply,
-        existing.state,
-        error.as_ref(),
-        &result,
-    );
+    let messages =
+        ctx.terminal_messages(&existing.id, reply, existing.state, error.as_ref(), &result);
     let id = existing.id.clone();
     ctx.journal
         .call(move |j| j.enqueue(Some(&id), &messages))

@@ -133,7 +133,7 @@ impl Measure {
     ) -> Measured {
         let sampler = self.sampler.clone();
         let thermal = self.thermal.clone();
-        let opts = self.opts.clone();
+        let opts = self.opts;
         let (id, model) = (id.to_string(), model.to_string());
         let (start_ns, end_ns) = (report.start_ns, report.end_ns);
         let task = tokio::task::spawn_blocking(move || {

@@ -447,7 +447,15 @@ pub fn start(
     ))
 }
 
+/// What the poll task forwards (boxed: an `Event` is ~400 bytes).
 enum Net {
+    Event(Box<Event>),
+    Error(String),
+}
+
+/// [`Net`] unboxed, for matching (a short-lived local).
+#[allow(clippy::large_enum_variant)]
+enum NetEv {
     Event(Event),
     Error(String),
 }
@@ -471,7 +479,7 @@ async fn poll_task(
                     attempt = 0;
                 }
                 let done = matches!(ev, Event::Outgoing(RumqttOutgoing::Disconnect));
-                if tx.send(Net::Event(ev)).await.is_err() || done {
+                if tx.send(Net::Event(Box::new(ev))).await.is_err() || done {
                     return;
                 }
             }
@@ -611,8 +619,12 @@ impl SessionTask {
 
     /// Returns false when the session should end.
     async fn on_net(&mut self, n: Net) -> bool {
+        let n = match n {
+            Net::Error(reason) => NetEv::Error(reason),
+            Net::Event(ev) => NetEv::Event(*ev),
+        };
         match n {
-            Net::Error(reason) => {
+            NetEv::Error(reason) => {
                 let _ = self.connected.send(false);
                 let _ = self
                     .events
@@ -622,7 +634,7 @@ impl SessionTask {
                     return false;
                 }
             }
-            Net::Event(Event::Incoming(Packet::ConnAck(ack))) => {
+            NetEv::Event(Event::Incoming(Packet::ConnAck(ack))) => {
                 set_nodelay_to_port(self.broker_port);
                 let _ = self.connected.send(true);
                 if !self.subscriptions.is_empty() {
@@ -636,18 +648,18 @@ impl SessionTask {
                     })
                     .await;
             }
-            Net::Event(Event::Incoming(Packet::Publish(p))) => {
+            NetEv::Event(Event::Incoming(Packet::Publish(p))) => {
                 let _ = self.events.send(SessionEvent::Message(p)).await;
             }
-            Net::Event(Event::Incoming(Packet::SubAck(_))) => {
+            NetEv::Event(Event::Incoming(Packet::SubAck(_))) => {
                 let _ = self.events.send(SessionEvent::Subscribed).await;
             }
-            Net::Event(Event::Incoming(Packet::PubAck(ack))) => {
+            NetEv::Event(Event::Incoming(Packet::PubAck(ack))) => {
                 if let Some(Some(c)) = self.inflight.remove(&ack.pkid) {
                     c.fire();
                 }
             }
-            Net::Event(Event::Outgoing(RumqttOutgoing::Publish(pkid))) => {
+            NetEv::Event(Event::Outgoing(RumqttOutgoing::Publish(pkid))) => {
                 if pkid != 0 && self.inflight.contains_key(&pkid) {
                     // A re-send after reconnect: already tracked.
                 } else if self.collision.as_ref().is_some_and(|(c, _)| *c == pkid) {
@@ -663,15 +675,15 @@ impl SessionTask {
                     }
                 }
             }
-            Net::Event(Event::Outgoing(RumqttOutgoing::AwaitAck(pkid))) => {
+            NetEv::Event(Event::Outgoing(RumqttOutgoing::AwaitAck(pkid))) => {
                 let confirm = self.fifo.pop_front().flatten();
                 self.collision = Some((pkid, confirm));
             }
-            Net::Event(Event::Outgoing(RumqttOutgoing::Disconnect)) => {
+            NetEv::Event(Event::Outgoing(RumqttOutgoing::Disconnect)) => {
                 let _ = self.connected.send(false);
                 return false;
             }
-            Net::Event(_) => {}
+            NetEv::Event(_) => {}
         }
         true
     }
@@ -689,7 +701,11 @@ fn set_nodelay_to_port(port: u16) {
         return;
     };
     for entry in dir.flatten() {
-        let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         // SAFETY: getpeername/getsockopt/setsockopt only read or write the buffers we
@@ -716,7 +732,13 @@ fn set_nodelay_to_port(port: u16) {
             }
             let mut ty: libc::c_int = 0;
             let mut ty_len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-            if libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE, &mut ty as *mut _ as *mut libc::c_void, &mut ty_len) != 0
+            if libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_TYPE,
+                &mut ty as *mut _ as *mut libc::c_void,
+                &mut ty_len,
+            ) != 0
                 || ty != libc::SOCK_STREAM
             {
                 continue;

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use edgewatt::config::Config;
-use edgewatt::jobs::mqtt::{self, BrokerUrl, OutMessage, SessionEvent, SessionHandle, SessionOptions};
+use edgewatt::jobs::mqtt::{
+    self, BrokerUrl, OutMessage, SessionEvent, SessionHandle, SessionOptions,
+};
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use rumqttc::v5::mqttbytes::QoS;
 use serde_json::Value;
@@ -81,7 +83,11 @@ impl Broker {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not listen on {}", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not listen on {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -212,7 +218,12 @@ impl Client {
     }
 
     /// Publishes bytes (QoS 1) with an optional Response Topic and Correlation Data.
-    pub async fn publish(&self, topic: &str, payload: impl Into<Bytes>, response: Option<(&str, &[u8])>) {
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        response: Option<(&str, &[u8])>,
+    ) {
         let properties = response.map(|(rt, corr)| PublishProperties {
             response_topic: Some(rt.to_string()),
             correlation_data: Some(Bytes::copy_from_slice(corr)),
@@ -244,7 +255,10 @@ impl Client {
             self.msgs.push(Msg {
                 topic: String::from_utf8_lossy(&p.topic).into_owned(),
                 payload: p.payload.clone(),
-                correlation: p.properties.as_ref().and_then(|pr| pr.correlation_data.clone()),
+                correlation: p
+                    .properties
+                    .as_ref()
+                    .and_then(|pr| pr.correlation_data.clone()),
                 at: Instant::now(),
             });
         }
@@ -252,7 +266,12 @@ impl Client {
 
     /// Waits until a received message satisfies `pred`; returns it. Panics on timeout
     /// with the topics seen, to make failures readable.
-    pub async fn wait_for(&mut self, timeout: Duration, what: &str, pred: impl Fn(&Msg) -> bool) -> Msg {
+    pub async fn wait_for(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&Msg) -> bool,
+    ) -> Msg {
         if let Some(m) = self.msgs.iter().find(|m| pred(m)) {
             return m.clone();
         }
@@ -273,9 +292,21 @@ impl Client {
                         .iter()
                         .rev()
                         .take(20)
-                        .map(|m| format!("{} {}", m.topic, String::from_utf8_lossy(&m.payload).chars().take(200).collect::<String>()))
+                        .map(|m| {
+                            format!(
+                                "{} {}",
+                                m.topic,
+                                String::from_utf8_lossy(&m.payload)
+                                    .chars()
+                                    .take(200)
+                                    .collect::<String>()
+                            )
+                        })
                         .collect();
-                    panic!("timed out after {timeout:?} waiting for {what}; last messages:\n{}", seen.join("\n"));
+                    panic!(
+                        "timed out after {timeout:?} waiting for {what}; last messages:\n{}",
+                        seen.join("\n")
+                    );
                 }
             }
         }
@@ -283,7 +314,11 @@ impl Client {
 
     /// The JSON payloads received on `topic`, in order.
     pub fn on(&self, topic: &str) -> Vec<Value> {
-        self.msgs.iter().filter(|m| m.topic == topic).map(Msg::json).collect()
+        self.msgs
+            .iter()
+            .filter(|m| m.topic == topic)
+            .map(Msg::json)
+            .collect()
     }
 
     pub async fn close(self) {
