@@ -181,8 +181,10 @@ pub fn phase_windows(markers: &[Marker]) -> PhaseWindows {
         let t = m.t_ns;
         match m.kind {
             MarkerKind::LoadStart => load_open = Some(t),
-            MarkerKind::LoadEnd { .. } => {
-                if let Some(s) = load_open.take() {
+            MarkerKind::LoadEnd { cached } => {
+                // The engine brackets its cache lookup with load markers too; a
+                // cached model had no load, so the lookup's instant is no phase.
+                if let (Some(s), false) = (load_open.take(), cached) {
                     pw.load.push(Window {
                         start_ns: s,
                         end_ns: t,
@@ -381,6 +383,27 @@ pub(crate) mod tests {
         assert!(!pw.unclosed.prefill);
         assert_eq!(pw.measured, Some(w(10, 30)));
         assert!(pw.load.is_empty());
+    }
+
+    #[test]
+    fn cached_model_has_no_load_window() {
+        use MarkerKind::*;
+        let pw = phase_windows(&[
+            mk(10, LoadStart),
+            mk(12, LoadEnd { cached: true }),
+            mk(20, PrefillStart { prompt_tokens: 3 }),
+            mk(30, PrefillEnd),
+            mk(
+                40,
+                Done {
+                    finish_reason: FinishReason::Eog,
+                },
+            ),
+        ]);
+        assert!(pw.load.is_empty());
+        assert!(!pw.unclosed.load);
+        assert_eq!(pw.job, Some(w(10, 40)));
+        assert_eq!(pw.label_at(11), PhaseLabel::Other);
     }
 
     #[test]
