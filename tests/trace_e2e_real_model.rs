@@ -230,3 +230,66 @@ fn real_model_job_energy_trace() {
         std::fs::write(keep, &svg).expect("keep plot");
     }
 }
+
+/// Repetitions on the real engine: warm-ups are excluded, measured repetitions
+/// add up, and the MLPerf window starts after the warm-up.
+#[test]
+fn real_model_repetitions_exclude_warmup() {
+    let model_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let cancel = CancellationToken::new();
+    let spec: SensorSpec = toml::from_str(SIM).expect("spec");
+    let sampler =
+        start_sampler(&[spec], SamplerOptions::default(), cancel.clone()).expect("sampler");
+    let engine = Engine::start(EngineConfig::new(&model_dir), cancel.clone()).expect("engine");
+    let opts = EnergyOptions::default();
+    std::thread::sleep(Duration::from_millis(500));
+    let log = Arc::new(Mutex::new(MarkerLog::default()));
+    let req = GenerateRequest {
+        model: MODEL.into(),
+        input: PromptInput::Prompt("Once upon a time".into()),
+        options: GenerateOptions {
+            max_tokens: 16,
+            temperature: 0.0,
+            n_ctx: 256,
+            threads: Some(2),
+            ignore_eos: true,
+            repeat: 2,
+            warmup: 1,
+            ..GenerateOptions::default()
+        },
+        keep_alive_s: None,
+    };
+    engine
+        .generate_blocking(req, Box::new(log.clone()), CancellationToken::new())
+        .expect("generate");
+    std::thread::sleep(Duration::from_nanos(opts.max_gap_ns + 50_000_000));
+    let markers = log.lock().expect("log").markers.clone();
+    let trace = capture(
+        &JobCapture {
+            job_id: "reps",
+            model: Some(MODEL),
+            markers: &markers,
+            anchor: ClockAnchor::now(),
+        },
+        &sampler,
+        None,
+        &opts,
+    );
+    sampler.shutdown();
+    let s = summarize(&trace, &opts);
+    let pw = phase_windows(&trace.markers);
+    assert_eq!(s.repetitions, 2);
+    assert_eq!(s.tokens.generated, 32, "warm-up tokens are not counted");
+    assert_eq!(pw.prefill.len(), 2);
+    assert_eq!(pw.decode.len(), 2);
+    assert_eq!(
+        pw.warmup.len(),
+        1,
+        "warm-up prefill and decode are adjacent"
+    );
+    let ml = s.mlperf.expect("mlperf");
+    assert!(ml.begin_ns >= pw.warmup[0].end_ns);
+    assert!(!s.incomplete.total);
+    let dur = s.duration_s;
+    assert!((dur.total - (dur.load + dur.prefill + dur.decode)).abs() < 1e-12);
+}
