@@ -51,6 +51,9 @@ pub fn capture(
             reason: g.reason,
         })
         .collect();
+    // The sampler keeps counters since its start, not per window: these are the
+    // totals at the job's end (rates, errors, overflows), which still say whether
+    // the sampler kept up.
     trace.sampler_stats = serde_json::to_value(sampler.stats()).unwrap_or_default();
     trace.thermal = thermal.map(|t| t.window(w.start_ns, w.end_ns));
     trace
