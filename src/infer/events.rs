@@ -35,7 +35,8 @@ impl FinishReason {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum EngineEvent {
-    /// Model load begins (not emitted for a model served from the cache).
+    /// Model load begins. For a model served from the cache it is immediately followed
+    /// by `LoadEnd { cached: true }` (an empty load window).
     LoadStart { t_ns: u64, model: String },
     /// Model load finished; `cached` is true when no load happened.
     LoadEnd { t_ns: u64, cached: bool },
