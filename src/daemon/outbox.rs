@@ -25,6 +25,9 @@ pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) {
     let (ack_tx, mut ack_rx) = mpsc::channel::<i64>(WINDOW * 2);
     let mut inflight: HashMap<i64, Instant> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(15));
+    // Journal retention (`store.max_age_days`): finished jobs and sent rows only.
+    let mut prune = tokio::time::interval(Duration::from_secs(3600));
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Rows left unsent by a previous run go first.
     publish_unsent(&ctx, &ack_tx, &mut inflight).await;
@@ -45,6 +48,15 @@ pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) {
                 }
                 if inflight.len() < WINDOW / 2 {
                     publish_unsent(&ctx, &ack_tx, &mut inflight).await;
+                }
+            }
+            _ = prune.tick(), if ctx.settings.max_age_days > 0 => {
+                let age_ns = u64::from(ctx.settings.max_age_days) * 86_400 * 1_000_000_000;
+                let before = crate::clock::unix_ns().saturating_sub(age_ns);
+                match ctx.journal.call(move |j| j.prune(before)).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!("pruned {n} finished jobs from the journal"),
+                    Err(e) => tracing::warn!("cannot prune the journal: {e}"),
                 }
             }
             _ = tick.tick() => {
