@@ -436,6 +436,7 @@ pub fn start(
         connected: conn_tx,
         disconnecting: false,
         broker_port: opts.url.port,
+        broker_max_packet: None,
     };
     tracker.spawn(session.run(cmd_rx, net_rx, cancel, poll_stop));
     Ok((
@@ -523,6 +524,10 @@ struct SessionTask {
     disconnecting: bool,
     /// The broker's TCP port (for [`set_nodelay_to_port`]).
     broker_port: u16,
+    /// The broker's Maximum Packet Size from its CONNACK. rumqttc fails the whole
+    /// connection on a larger publish and loses it without an `Outgoing` event, which
+    /// would shift the PUBACK pairing; such a publish is refused here instead.
+    broker_max_packet: Option<u32>,
 }
 
 impl SessionTask {
@@ -572,6 +577,24 @@ impl SessionTask {
     /// Hands queued requests to rumqttc until its channel is full.
     fn flush(&mut self) {
         while let Some(cmd) = self.buf.front() {
+            if let (Command::Publish(m), Some(max)) = (cmd, self.broker_max_packet) {
+                // Fixed header + topic + properties: 1 KiB is a generous bound.
+                let size = m.topic.len() + m.payload.len() + 1024;
+                if size > max as usize {
+                    tracing::error!(
+                        "dropping a {} byte publish to '{}': the broker accepts at most {max} bytes per packet",
+                        m.payload.len(),
+                        m.topic
+                    );
+                    if let Some(Command::Publish(m)) = self.buf.pop_front() {
+                        // Confirmed so an outbox row is not retried forever.
+                        if let Some(c) = m.confirm {
+                            c.fire();
+                        }
+                    }
+                    continue;
+                }
+            }
             let res = match cmd {
                 Command::Publish(m) => {
                     let props = m.properties.clone().unwrap_or_default();
@@ -636,6 +659,7 @@ impl SessionTask {
             }
             NetEv::Event(Event::Incoming(Packet::ConnAck(ack))) => {
                 set_nodelay_to_port(self.broker_port);
+                self.broker_max_packet = ack.properties.as_ref().and_then(|p| p.max_packet_size);
                 let _ = self.connected.send(true);
                 if !self.subscriptions.is_empty() {
                     self.buf
