@@ -160,5 +160,8 @@ rounds_line("llama-bench tg", lbv["tg"])
 if ew:
     rounds_line("edgewatt    pp", ewv["pp"])
     rounds_line("edgewatt    tg", ewv["tg"])
+    meds = [f"{k}{n} {statistics.median(ewv[k]) / statistics.median(lbv[k]):.3f}"
+            for k, n in (("pp", pp), ("tg", tg)) if ewv[k] and lbv[k]]
+    print("median ratio (robust to one disturbed round): " + ", ".join(meds))
 EOF
 bash "$ROOT/bench/build-llama-bench.sh" --ids
