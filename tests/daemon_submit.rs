@@ -51,26 +51,62 @@ async fn daemon_and_submit_binaries_end_to_end() {
     std::fs::write(&sub_path, toml::to_string(&sub_cfg).unwrap()).unwrap();
 
     // --json to one board.
-    let out = submit(&sub_path, &["--model", MODEL, "--prompt", "Hello", "-n", "8", "--json", "--device", dev]);
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let out = submit(
+        &sub_path,
+        &[
+            "--model", MODEL, "--prompt", "Hello", "-n", "8", "--json", "--device", dev,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["state"], "succeeded");
     assert_eq!(r["device"], dev);
     assert!(r["energy"]["rails"].is_array());
 
     // Tables, fleet dispatch (the board is found from its retained status), streaming.
-    let out = submit(&sub_path, &["--model", MODEL, "--prompt", "Hello", "-n", "8"]);
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let out = submit(
+        &sub_path,
+        &["--model", MODEL, "--prompt", "Hello", "-n", "8"],
+    );
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stdout.contains("decode") && stdout.contains("J/token"), "{stdout}");
-    assert!(stderr.contains("[accepted on subdev]") && stderr.contains("[running on subdev: decode]"), "{stderr}");
+    assert!(
+        stdout.contains("decode") && stdout.contains("J/token"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("[accepted on subdev]") && stderr.contains("[running on subdev: decode]"),
+        "{stderr}"
+    );
 
     // A rejected job: non-zero exit, the code in the message.
-    let out = submit(&sub_path, &["--model", MODEL, "--prompt", "Hi", "--extra", r#"{"temperature": 9}"#, "--json"]);
+    let out = submit(
+        &sub_path,
+        &[
+            "--model",
+            MODEL,
+            "--prompt",
+            "Hi",
+            "--extra",
+            r#"{"temperature": 9}"#,
+            "--json",
+        ],
+    );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("out_of_range") && stderr.contains("'temperature'"), "{stderr}");
+    assert!(
+        stderr.contains("out_of_range") && stderr.contains("'temperature'"),
+        "{stderr}"
+    );
 
     // --file: many jobs, results as JSONL.
     let jobs = state.path().join("jobs.jsonl");
@@ -81,11 +117,27 @@ async fn daemon_and_submit_binaries_end_to_end() {
     let results = state.path().join("results.jsonl");
     let out = submit(
         &sub_path,
-        &["--model", MODEL, "--file", jobs.to_str().unwrap(), "-o", results.to_str().unwrap(), "--device", dev],
+        &[
+            "--model",
+            MODEL,
+            "--file",
+            jobs.to_str().unwrap(),
+            "-o",
+            results.to_str().unwrap(),
+            "--device",
+            dev,
+        ],
     );
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = std::fs::read_to_string(&results).unwrap();
-    let rs: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rs: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(rs.len(), 6);
     assert!(rs.iter().all(|r| r["state"] == "succeeded"));
 
@@ -95,6 +147,9 @@ async fn daemon_and_submit_binaries_end_to_end() {
     }
     let status = daemon.wait().unwrap();
     assert!(status.success(), "{status:?}");
-    c.wait_for(Duration::from_secs(5), "offline", |m| m.json()["state"] == "offline").await;
+    c.wait_for(Duration::from_secs(5), "offline", |m| {
+        m.json()["state"] == "offline"
+    })
+    .await;
     c.close().await;
 }
