@@ -29,6 +29,7 @@ fn arg(name: &str, default: u64) -> u64 {
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--child") {
+        edgewatt::cli::daemon_cmd::tune_allocator();
         let cfg: edgewatt::config::Config =
             serde_json::from_str(&std::fs::read_to_string(&args[i + 1])?)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
