@@ -202,3 +202,80 @@ async fn broker_restart_mid_job_result_arrives_after_reconnect() {
     daemon.stop().await.unwrap();
     c.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_requeues_an_unfinished_job_and_the_next_start_runs_it() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let dev = "drainy";
+    let cfg = daemon_config(&broker.url(), dev, state.path());
+    let start = |cfg: &edgewatt::config::Config| {
+        let mut settings = edgewatt::daemon::Settings::from_config(cfg).unwrap();
+        settings.drain_timeout = Duration::from_millis(500);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(edgewatt::daemon::run_with(settings, async {
+            let _ = rx.await;
+        }));
+        (tx, task)
+    };
+    let reply = "test/reply/drain";
+    let mut c = Client::connect(&broker.url(), &[&format!("{P}/{dev}/#"), reply], false).await;
+    let (stop, task) = start(&cfg);
+    wait_online(&mut c, P, dev).await;
+    c.publish(
+        &format!("{P}/{dev}/jobs"),
+        long_job("drain-1", 500),
+        Some((reply, b"drain-1")),
+    )
+    .await;
+    let s = format!("{P}/{dev}/job/drain-1/status");
+    c.wait_for(Duration::from_secs(60), "drain-1 decoding", |m| {
+        m.topic == s && m.json()["phase"] == "decode"
+    })
+    .await;
+
+    // SIGTERM equivalent: draining, then offline; the job is not finished, not failed.
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    let st = format!("{P}/{dev}/status");
+    let states: Vec<String> = c
+        .on(&st)
+        .iter()
+        .map(|v| v["state"].as_str().unwrap_or("").to_string())
+        .collect();
+    c.wait_for(Duration::from_secs(5), "offline", |m| {
+        m.topic == st && m.json()["state"] == "offline"
+    })
+    .await;
+    let all: Vec<String> = c
+        .on(&st)
+        .iter()
+        .map(|v| v["state"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        all.iter().any(|s| s == "draining"),
+        "draining announced: {states:?} / {all:?}"
+    );
+    assert!(
+        !c.on(&s).iter().any(|v| v["state"]
+            .as_str()
+            .is_some_and(|x| x != "accepted" && x != "running")),
+        "no terminal state before the restart"
+    );
+
+    // The next start runs it to the end.
+    let (stop, task) = start(&cfg);
+    let r = c
+        .wait_for(
+            Duration::from_secs(180),
+            "drain-1 result after restart",
+            |m| m.topic == reply && m.correlation.as_deref() == Some(b"drain-1"),
+        )
+        .await
+        .json();
+    assert_eq!(r["state"], "succeeded", "{r}");
+    assert_eq!(r["tokens"]["generated"], 500);
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    c.close().await;
+}
