@@ -1098,35 +1098,68 @@ mod tests {
         })
     }
 
-    fn cases() -> u32 {
+    /// Cases for the default (quick) run.
+    const QUICK_CASES: u32 = 2_000;
+
+    /// Cases for the long run (`make fuzz`: `--ignored`, EDGEWATT_FUZZ_CASES, default 10^6).
+    fn long_cases() -> u32 {
         std::env::var("EDGEWATT_FUZZ_CASES")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(2_000)
+            .unwrap_or(1_000_000)
+    }
+
+    fn check_bytes(bytes: &[u8]) {
+        let _ = parse_job(bytes, &Limits::default(), &GenerateOptions::default());
+        let _ = peek_id(bytes);
+    }
+
+    fn check_json(v: Value, with_id: bool) -> Result<(), TestCaseError> {
+        let mut v = v;
+        if with_id {
+            if let Value::Object(m) = &mut v {
+                m.insert("id".into(), Value::from("fuzz-1"));
+            }
+        }
+        let bytes = serde_json::to_vec(&v).unwrap();
+        match parse_job(&bytes, &Limits::default(), &GenerateOptions::default()) {
+            Ok(job) => prop_assert!(job.request.options.max_tokens >= 1),
+            Err(r) => prop_assert!(!r.error.code().is_empty() && !r.error.to_string().is_empty()),
+        }
+        Ok(())
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: QUICK_CASES, failure_persistence: None, ..ProptestConfig::default() })]
 
-        /// Arbitrary bytes never panic the parser (run with EDGEWATT_FUZZ_CASES=1000000: `make fuzz`).
+        /// Arbitrary bytes never panic the parser.
         #[test]
         fn parser_never_panics_on_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-            let _ = parse_job(&bytes, &Limits::default(), &GenerateOptions::default());
-            let _ = peek_id(&bytes);
+            check_bytes(&bytes);
         }
 
         /// Structured JSON aimed at the job fields never panics, and errors carry codes.
         #[test]
         fn parser_never_panics_on_json(v in json_value(), with_id in any::<bool>()) {
-            let mut v = v;
-            if with_id {
-                if let Value::Object(m) = &mut v { m.insert("id".into(), Value::from("fuzz-1")); }
-            }
-            let bytes = serde_json::to_vec(&v).unwrap();
-            match parse_job(&bytes, &Limits::default(), &GenerateOptions::default()) {
-                Ok(job) => prop_assert!(job.request.options.max_tokens >= 1),
-                Err(r) => prop_assert!(!r.error.code().is_empty() && !r.error.to_string().is_empty()),
-            }
+            check_json(v, with_id)?;
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: long_cases(), failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// The long run over bytes (`make fuzz`).
+        #[test]
+        #[ignore = "long: 10^6 cases; run with `make fuzz`"]
+        fn fuzz_parser_bytes_long(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            check_bytes(&bytes);
+        }
+
+        /// The long run over structured JSON (`make fuzz`).
+        #[test]
+        #[ignore = "long: 10^6 cases; run with `make fuzz`"]
+        fn fuzz_parser_json_long(v in json_value(), with_id in any::<bool>()) {
+            check_json(v, with_id)?;
         }
     }
 }
