@@ -43,7 +43,22 @@ pub fn run(args: &DaemonArgs, cfg: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(async move { crate::daemon::run(cfg, shutdown_signal()).await })
+    rt.block_on(async move {
+        // SIGHUP's default action would kill the daemon (systemd's ExecReload sends it).
+        // Nothing is reloaded in place yet: say so and keep serving.
+        let hup = tokio::spawn(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            if let Ok(mut hup) = signal(SignalKind::hangup()) {
+                while hup.recv().await.is_some() {
+                    tracing::warn!("SIGHUP: reloading the configuration in place is not supported; restart the daemon to apply changes");
+                }
+            }
+        });
+        let result = crate::daemon::run(cfg, shutdown_signal()).await;
+        hup.abort();
+        let _ = hup.await;
+        result
+    })
 }
 
 /// Caps glibc's malloc arenas at two. By default every thread that allocates may get
