@@ -45,7 +45,11 @@ fn req(prompt: &str, max_tokens: u32) -> GenerateRequest {
 }
 
 fn run(e: &Engine, r: GenerateRequest) -> Result<edgewatt::infer::RunReport, EngineError> {
-    e.generate_blocking(r, Box::new(edgewatt::infer::NoopObserver), CancellationToken::new())
+    e.generate_blocking(
+        r,
+        Box::new(edgewatt::infer::NoopObserver),
+        CancellationToken::new(),
+    )
 }
 
 /// A scratch model directory on the same file system as the checkout, holding a
@@ -69,7 +73,10 @@ fn greedy_output_is_identical_across_runs_and_cache_is_used() {
     assert!(!a.text.is_empty());
     assert_eq!(a.text, b.text);
     assert!(!a.timings.load_cached && a.timings.load_ms > 0.0);
-    assert!(b.timings.load_cached, "second run should hit the model cache");
+    assert!(
+        b.timings.load_cached,
+        "second run should hit the model cache"
+    );
     assert_eq!(b.timings.load_ms, 0.0);
     assert_eq!(a.model.quant.as_deref(), Some("Q4_1"));
     assert_eq!(a.model.arch.as_deref(), Some("llama"));
@@ -145,7 +152,11 @@ fn cancel_mid_generation_returns_tokens_so_far() {
 #[test]
 fn bad_requests_get_their_own_errors_and_the_engine_goes_on() {
     let dir = scratch_dir();
-    std::fs::write(dir.path().join("notgguf.gguf"), b"this is not a model at all").unwrap();
+    std::fs::write(
+        dir.path().join("notgguf.gguf"),
+        b"this is not a model at all",
+    )
+    .unwrap();
     let real = std::fs::read(model_dir().join(format!("{MODEL}.gguf"))).unwrap();
     std::fs::write(dir.path().join("trunc.gguf"), &real[..real.len() / 3]).unwrap();
     let e = engine_in(dir.path(), 2 << 30);
@@ -208,7 +219,11 @@ fn chat_template_is_applied() {
         .unwrap();
     assert!(t.text.contains("<|im_start|>user"), "{}", t.text);
     // The markers are single special tokens, not text split into pieces.
-    assert!(t.pieces.iter().any(|p| p == "<|im_start|>"), "{:?}", t.pieces);
+    assert!(
+        t.pieces.iter().any(|p| p == "<|im_start|>"),
+        "{:?}",
+        t.pieces
+    );
     assert!(t.pieces.iter().any(|p| p == "<|im_end|>"));
     // A raw prompt with the same marker text must not become a special token.
     let raw = e

@@ -12,7 +12,9 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::infer::metrics::{mean_sd, MeanSd};
-use crate::infer::{Engine, EngineConfig, GenerateOptions, GenerateRequest, NoopObserver, PromptInput};
+use crate::infer::{
+    Engine, EngineConfig, GenerateOptions, GenerateRequest, NoopObserver, PromptInput,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -98,6 +100,9 @@ pub fn run(args: &BenchArgs, mut engine_cfg: EngineConfig) -> anyhow::Result<()>
             input: PromptInput::Tokens(tokens),
             options: GenerateOptions {
                 max_tokens,
+                repeat: args.repeat.max(1),
+                // At least one warm-up so `repetitions` is always reported.
+                warmup: args.warmup.max(1),
                 ..base.clone()
             },
             keep_alive_s: Some(-1),
@@ -111,28 +116,20 @@ pub fn run(args: &BenchArgs, mut engine_cfg: EngineConfig) -> anyhow::Result<()>
         }
         v
     };
+    // Like llama-bench, each test runs its warm-up and measured repetitions in one
+    // context (the KV cache cleared between them), so every measured run is warm.
+    let reps = |r: &crate::infer::RunReport,
+                f: fn(&crate::infer::metrics::RepetitionReport) -> f64|
+     -> Vec<f64> { r.repetitions.iter().map(f).collect() };
     let mut pp = None;
     if args.pp > 0 {
-        let mut tps = Vec::new();
-        for i in 0..args.warmup + args.repeat {
-            let r = run(pp_tokens(args.pp, &mut rng), 1)?;
-            if i >= args.warmup {
-                tps.push(r.timings.prefill_tps);
-            }
-        }
-        pp = Some(result(args.pp, tps));
+        let r = run(pp_tokens(args.pp, &mut rng), 1)?;
+        pp = Some(result(args.pp, reps(&r, |x| x.prefill_tps)));
     }
     let mut tg = None;
     if args.tg > 0 {
-        let mut tps = Vec::new();
-        let first = bos.unwrap_or(0);
-        for i in 0..args.warmup + args.repeat {
-            let r = run(vec![first], args.tg + 1)?;
-            if i >= args.warmup {
-                tps.push(r.timings.decode_tps);
-            }
-        }
-        tg = Some(result(args.tg, tps));
+        let r = run(vec![bos.unwrap_or(0)], args.tg + 1)?;
+        tg = Some(result(args.tg, reps(&r, |x| x.decode_tps)));
     }
     cancel.cancel();
     let report = BenchReport {

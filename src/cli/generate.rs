@@ -81,7 +81,19 @@ impl GenerateArgs {
         macro_rules! set {
             ($($f:ident),*) => {$( if let Some(v) = self.$f { o.$f = v; } )*};
         }
-        set!(max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, n_ctx, batch, n_gpu_layers, repeat, warmup);
+        set!(
+            max_tokens,
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            repeat_penalty,
+            n_ctx,
+            batch,
+            n_gpu_layers,
+            repeat,
+            warmup
+        );
         if self.seed.is_some() {
             o.seed = self.seed;
         }
@@ -175,7 +187,10 @@ fn install_ctrlc(cancel: CancellationToken) {
     std::thread::Builder::new()
         .name("edgewatt-sigint".into())
         .spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             rt.block_on(async {
@@ -207,7 +222,10 @@ pub fn metrics_table(r: &RunReport) -> String {
     row("finish reason", r.finish_reason.as_str().to_string());
     row(
         "tokens",
-        format!("{} prompt, {} generated", r.tokens.prompt, r.tokens.generated),
+        format!(
+            "{} prompt, {} generated",
+            r.tokens.prompt, r.tokens.generated
+        ),
     );
     row(
         "load",
@@ -217,14 +235,23 @@ pub fn metrics_table(r: &RunReport) -> String {
             format!("{:.1} ms", t.load_ms)
         },
     );
-    row("prefill", format!("{:.1} ms ({:.1} t/s)", t.prefill_ms, t.prefill_tps));
+    row(
+        "prefill",
+        format!("{:.1} ms ({:.1} t/s)", t.prefill_ms, t.prefill_tps),
+    );
     row("time to first token", format!("{:.1} ms", t.ttft_ms));
-    row("decode", format!("{:.1} ms ({:.1} t/s)", t.decode_ms, t.decode_tps));
+    row(
+        "decode",
+        format!("{:.1} ms ({:.1} t/s)", t.decode_ms, t.decode_tps),
+    );
     row(
         "token latency",
         format!(
             "p50 {:.2} / p90 {:.2} / p99 {:.2} / max {:.2} ms",
-            t.token_latency_ms.p50, t.token_latency_ms.p90, t.token_latency_ms.p99, t.token_latency_ms.max
+            t.token_latency_ms.p50,
+            t.token_latency_ms.p90,
+            t.token_latency_ms.p99,
+            t.token_latency_ms.max
         ),
     );
     row("total", format!("{:.1} ms", t.total_ms));
@@ -233,7 +260,11 @@ pub fn metrics_table(r: &RunReport) -> String {
             "repetitions",
             format!(
                 "{}: prefill {:.1} ± {:.1} t/s, decode {:.1} ± {:.1} t/s",
-                st.decode_tps.n, st.prefill_tps.mean, st.prefill_tps.sd, st.decode_tps.mean, st.decode_tps.sd
+                st.decode_tps.n,
+                st.prefill_tps.mean,
+                st.prefill_tps.sd,
+                st.decode_tps.mean,
+                st.decode_tps.sd
             ),
         );
     }

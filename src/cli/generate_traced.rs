@@ -15,7 +15,9 @@ use crate::clock::ClockAnchor;
 use crate::config::Config;
 use crate::infer::{Engine, EngineEvent, EventLog, EventObserver, Tee};
 use crate::power::{start_sampler, SamplerOptions};
-use crate::trace::{capture, summarize, EnergyOptions, JobCapture, Store, ThermalConfig, ThermalRecorder};
+use crate::trace::{
+    capture, summarize, EnergyOptions, JobCapture, Store, ThermalConfig, ThermalRecorder,
+};
 
 /// Streams measured-repetition tokens to stdout.
 struct Stream {
@@ -79,10 +81,7 @@ pub fn run(args: &GenerateArgs, cfg: &Config) -> anyhow::Result<Value> {
 
     // The idle baseline is the sampler's stream before the job: wait it out.
     if !args.json {
-        eprintln!(
-            "sampling an idle baseline for {} ms…",
-            p.idle_window_ms
-        );
+        eprintln!("sampling an idle baseline for {} ms…", p.idle_window_ms);
     }
     std::thread::sleep(Duration::from_millis(p.idle_window_ms));
 
@@ -92,12 +91,18 @@ pub fn run(args: &GenerateArgs, cfg: &Config) -> anyhow::Result<Value> {
     if !args.json {
         observers.push(Box::new(Stream { warmup: false }));
     }
-    let report = engine.generate_blocking(req.clone(), Box::new(Tee(observers)), CancellationToken::new())?;
+    let report = engine.generate_blocking(
+        req.clone(),
+        Box::new(Tee(observers)),
+        CancellationToken::new(),
+    )?;
     if !args.json {
         println!();
     }
     // Let the samples after the last marker reach the ring before cutting the window.
-    std::thread::sleep(Duration::from_nanos(opts.max_gap_ns.clamp(20_000_000, 500_000_000)));
+    std::thread::sleep(Duration::from_nanos(
+        opts.max_gap_ns.clamp(20_000_000, 500_000_000),
+    ));
 
     let id = uuid::Uuid::new_v4().simple().to_string();
     let events = log.lock().map(|l| l.events.clone()).unwrap_or_default();

@@ -22,7 +22,22 @@ fn rust_features() -> Vec<&'static str> {
     macro_rules! feat {
         ($($f:tt),*) => {$( if cfg!(target_feature = $f) { v.push($f); } )*};
     }
-    feat!("sse3", "ssse3", "sse4.2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512vnni", "neon", "dotprod", "i8mm", "fp16", "sve");
+    feat!(
+        "sse3",
+        "ssse3",
+        "sse4.2",
+        "avx",
+        "avx2",
+        "fma",
+        "f16c",
+        "avx512f",
+        "avx512vnni",
+        "neon",
+        "dotprod",
+        "i8mm",
+        "fp16",
+        "sve"
+    );
     v
 }
 
@@ -74,7 +89,14 @@ pub fn run(json: bool) -> anyhow::Result<()> {
         println!("rust features {}", b.rust_features.join(" "));
         println!("ggml         {}", b.ggml_system_info);
         println!("llama.cpp    {}", b.llama_cpp_crate);
-        println!("gpu offload  {}", if b.gpu_offload { "cuda" } else { "none (CPU build)" });
+        println!(
+            "gpu offload  {}",
+            if b.gpu_offload {
+                "cuda"
+            } else {
+                "none (CPU build)"
+            }
+        );
     }
     Ok(())
 }

@@ -41,6 +41,8 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per process; boxing the large variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run one generation locally and print its metrics.
     Generate(generate::GenerateArgs),

@@ -13,7 +13,10 @@ pub fn run(dir: &Path, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     if models.is_empty() {
-        println!("no .gguf models in '{}' (run `make model` in a checkout)", dir.display());
+        println!(
+            "no .gguf models in '{}' (run `make model` in a checkout)",
+            dir.display()
+        );
         return Ok(());
     }
     println!(

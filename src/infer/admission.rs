@@ -39,11 +39,7 @@ pub struct ModelShape {
 /// KV cache bytes: K and V, per layer, per position, `n_embd_gqa` elements each
 /// (`n_embd / n_head * n_head_kv`), F16.
 pub fn kv_cache_bytes(shape: &ModelShape, n_ctx: u64) -> u64 {
-    let head_dim = if shape.n_head == 0 {
-        0
-    } else {
-        shape.n_embd / shape.n_head
-    };
+    let head_dim = shape.n_embd.checked_div(shape.n_head).unwrap_or(0);
     let n_embd_gqa = head_dim * shape.n_head_kv;
     2 * shape.n_layer * n_ctx * n_embd_gqa * KV_ELEM_BYTES
 }

@@ -23,8 +23,8 @@ use super::events::{EngineEvent, EventObserver, FinishReason};
 use super::generate::{self, run_repetition};
 use super::gguf::GgufInfo;
 use super::metrics::{
-    latency, mean_sd, ns_to_ms, LlamaPerf, Memory, ModelFacts, RepetitionStats, RunReport,
-    TokenCounts, Timings,
+    latency, mean_sd, ns_to_ms, LlamaPerf, Memory, ModelFacts, RepetitionStats, RunReport, Timings,
+    TokenCounts,
 };
 use super::registry::{self, ModelInfo};
 use super::request::{GenerateRequest, PromptInput};
@@ -331,8 +331,9 @@ impl Worker {
                 input,
                 reply,
             } => {
-                let r = std::panic::catch_unwind(AssertUnwindSafe(|| self.tokenize(&model, &input)))
-                    .unwrap_or_else(|p| Err(EngineError::Panicked(panic_text(&p))));
+                let r =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| self.tokenize(&model, &input)))
+                        .unwrap_or_else(|p| Err(EngineError::Panicked(panic_text(&p))));
                 let _ = reply.send(r);
             }
             Command::Admit { req, reply } => {
@@ -367,7 +368,11 @@ impl Worker {
 
     /// Estimates the job's memory and applies the admission rule; models that would
     /// have to be evicted anyway are not counted against the budget.
-    fn admission(&self, m: &Resolved, req: &GenerateRequest) -> Result<MemoryEstimate, EngineError> {
+    fn admission(
+        &self,
+        m: &Resolved,
+        req: &GenerateRequest,
+    ) -> Result<MemoryEstimate, EngineError> {
         let sh = shape(&m.info);
         let n_ctx = self.n_ctx_for(m, req) as u64;
         let cached = self.cache.contains(&m.path);
@@ -429,7 +434,11 @@ impl Worker {
         Ok((load_ms, false))
     }
 
-    fn tokenize(&mut self, name: &str, input: &PromptInput) -> Result<TokenizedPrompt, EngineError> {
+    fn tokenize(
+        &mut self,
+        name: &str,
+        input: &PromptInput,
+    ) -> Result<TokenizedPrompt, EngineError> {
         let m = self.resolve(name)?;
         self.ensure_loaded(&m, m.info.data_end_bytes)?;
         let model = &self.cache.get(&m.path).expect("just loaded").model;
@@ -467,7 +476,10 @@ impl Worker {
         if o.n_gpu_layers > 0 && !cfg!(feature = "cuda") {
             return Err(EngineError::InvalidOption {
                 field: "n_gpu_layers",
-                reason: format!("'{}' requested but this build has no GPU backend; use 0", o.n_gpu_layers),
+                reason: format!(
+                    "'{}' requested but this build has no GPU backend; use 0",
+                    o.n_gpu_layers
+                ),
             });
         }
         let m = self.resolve(&req.model)?;

@@ -34,7 +34,9 @@ pub enum EngineError {
     ChatTemplate { name: String, reason: String },
     #[error("invalid option '{field}': {reason}")]
     InvalidOption { field: &'static str, reason: String },
-    #[error("cannot create a llama.cpp context (n_ctx {n_ctx}, batch {batch}); llama.cpp refused it")]
+    #[error(
+        "cannot create a llama.cpp context (n_ctx {n_ctx}, batch {batch}); llama.cpp refused it"
+    )]
     Context { n_ctx: u32, batch: u32 },
     #[error("llama.cpp decode failed at position {pos}: {reason}")]
     Decode { pos: u32, reason: String },

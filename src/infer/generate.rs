@@ -46,12 +46,12 @@ pub fn render_prompt(
                     name: model_name.to_string(),
                     reason: e.to_string(),
                 })?;
-            let text = model
-                .apply_chat_template(&tmpl, &chat, true)
-                .map_err(|e| EngineError::ChatTemplate {
+            let text = model.apply_chat_template(&tmpl, &chat, true).map_err(|e| {
+                EngineError::ChatTemplate {
                     name: model_name.to_string(),
                     reason: e.to_string(),
-                })?;
+                }
+            })?;
             Ok((text, true))
         }
     }
@@ -74,9 +74,7 @@ pub fn tokenize(
         return Ok(ids.iter().map(|&t| LlamaToken(t)).collect());
     }
     let (text, parse_special) = render_prompt(model, model_name, input)?;
-    let tokens = model
-        .vocab()
-        .tokenize(text.as_bytes(), true, parse_special);
+    let tokens = model.vocab().tokenize(text.as_bytes(), true, parse_special);
     if tokens.is_empty() {
         return Err(EngineError::EmptyPrompt);
     }
@@ -321,7 +319,10 @@ pub fn run_repetition(
         (Some(a), Some(b)) => ns_to_ms(b - a),
         _ => 0.0,
     };
-    let token_gaps_ms: Vec<f64> = token_times.windows(2).map(|w| ns_to_ms(w[1] - w[0])).collect();
+    let token_gaps_ms: Vec<f64> = token_times
+        .windows(2)
+        .map(|w| ns_to_ms(w[1] - w[0]))
+        .collect();
     let report = RepetitionReport {
         index,
         prompt_tokens: tokens.len() as u32,
