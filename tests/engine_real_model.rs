@@ -284,4 +284,6 @@ fn events_are_ordered_monotonic_one_per_token() {
     assert!(st.decode_tps.mean > 0.0);
     assert_eq!(out.start_ns, events[0].t_ns());
     assert_eq!(out.end_ns, events.last().unwrap().t_ns());
+    // The watchdog's progress beacon saw the events.
+    assert!(e.last_progress_ns() >= out.end_ns);
 }

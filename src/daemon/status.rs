@@ -68,8 +68,10 @@ pub async fn run(ctx: Arc<Ctx>, models: Vec<String>, cancel: CancellationToken) 
         live_every
     }));
     live.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    // The watchdog is pinged from here only while the status loop itself runs, i.e.
-    // the runtime is responsive; systemd restarts us if this loop wedges.
+    // WATCHDOG=1 proves progress, not just a live timer: it is sent only while this
+    // loop runs (the runtime is responsive) AND the inference thread has shown
+    // progress (an idle tick or an engine event) within the watchdog interval. A
+    // wedged llama.cpp call therefore gets the service restarted by systemd.
     let wd = systemd::watchdog_ping_period().unwrap_or(Duration::from_secs(3600));
     let mut watchdog = tokio::time::interval(wd);
     loop {
@@ -92,7 +94,18 @@ pub async fn run(ctx: Arc<Ctx>, models: Vec<String>, cancel: CancellationToken) 
                     ctx.session.try_publish(msg);
                 }
             }
-            _ = watchdog.tick() => systemd::watchdog(),
+            _ = watchdog.tick() => {
+                let quiet_ns = crate::clock::monotonic_ns().saturating_sub(ctx.engine.last_progress_ns());
+                if u128::from(quiet_ns) < 2 * wd.as_nanos() {
+                    systemd::watchdog();
+                } else {
+                    tracing::error!(
+                        quiet_s = quiet_ns / 1_000_000_000,
+                        "the inference thread has made no progress; withholding the watchdog ping"
+                    );
+                    systemd::status("inference thread stalled; waiting for the watchdog");
+                }
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::io::IsTerminal;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -99,6 +100,22 @@ enum Command {
 pub struct Engine {
     tx: Sender<Command>,
     cfg: Arc<EngineConfig>,
+    /// Monotonic ns of the inference thread's last sign of progress (an idle tick or
+    /// an engine event): what the systemd watchdog checks.
+    heartbeat: Arc<AtomicU64>,
+}
+
+/// Forwards events and records each as progress.
+struct Heartbeat<'a> {
+    inner: &'a mut dyn EventObserver,
+    beat: &'a AtomicU64,
+}
+
+impl EventObserver for Heartbeat<'_> {
+    fn on_event(&mut self, event: &EngineEvent) {
+        self.beat.store(event.t_ns(), Ordering::Relaxed);
+        self.inner.on_event(event);
+    }
 }
 
 /// The llama.cpp backend can be initialised once per process.
@@ -121,11 +138,20 @@ impl Engine {
         let (tx, rx) = bounded(COMMAND_QUEUE);
         let cfg = Arc::new(cfg);
         let thread_cfg = cfg.clone();
+        let heartbeat = Arc::new(AtomicU64::new(monotonic_ns()));
+        let beat = heartbeat.clone();
         std::thread::Builder::new()
             .name("edgewatt-infer".into())
-            .spawn(move || Worker::new(thread_cfg).run(rx, cancel))
+            .spawn(move || Worker::new(thread_cfg, beat).run(rx, cancel))
             .map_err(|e| EngineError::Backend(format!("cannot spawn inference thread: {e}")))?;
-        Ok(Engine { tx, cfg })
+        Ok(Engine { tx, cfg, heartbeat })
+    }
+
+    /// Monotonic ns of the inference thread's last progress: it beats every
+    /// 500 ms when idle and on every event (load, prefill, each token) when busy.
+    /// A wedged llama.cpp call stops it.
+    pub fn last_progress_ns(&self) -> u64 {
+        self.heartbeat.load(Ordering::Relaxed)
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -277,6 +303,8 @@ fn default_threads() -> u32 {
 struct Worker {
     cfg: Arc<EngineConfig>,
     cache: ModelCache<LlamaModel>,
+    /// Progress beacon shared with the handles.
+    heartbeat: Arc<AtomicU64>,
 }
 
 /// A resolved, checked model file.
@@ -287,10 +315,11 @@ struct Resolved {
 }
 
 impl Worker {
-    fn new(cfg: Arc<EngineConfig>) -> Self {
+    fn new(cfg: Arc<EngineConfig>, heartbeat: Arc<AtomicU64>) -> Self {
         Worker {
             cfg,
             cache: ModelCache::default(),
+            heartbeat,
         }
     }
 
@@ -299,6 +328,7 @@ impl Worker {
             if cancel.is_cancelled() {
                 break;
             }
+            self.heartbeat.store(monotonic_ns(), Ordering::Relaxed);
             match rx.recv_timeout(EXPIRE_TICK) {
                 Ok(cmd) => self.handle(cmd),
                 Err(RecvTimeoutError::Timeout) => {}
@@ -320,8 +350,13 @@ impl Worker {
                 cancel,
                 reply,
             } => {
+                let beat = self.heartbeat.clone();
                 let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    self.generate(&req, &mut *observer, &cancel)
+                    let mut hb = Heartbeat {
+                        inner: &mut *observer,
+                        beat: &beat,
+                    };
+                    self.generate(&req, &mut hb, &cancel)
                 }))
                 .unwrap_or_else(|p| Err(EngineError::Panicked(panic_text(&p))));
                 let _ = reply.send(r);
