@@ -175,13 +175,7 @@ impl Engine {
         observer: Box<dyn EventObserver>,
         cancel: CancellationToken,
     ) -> Result<RunReport, EngineError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Generate {
-            req,
-            observer,
-            cancel,
-            reply,
-        })?;
+        let rx = self.enqueue(req, observer, cancel)?;
         rx.await.map_err(|_| EngineError::ShutDown)?
     }
 
@@ -192,6 +186,17 @@ impl Engine {
         observer: Box<dyn EventObserver>,
         cancel: CancellationToken,
     ) -> Result<RunReport, EngineError> {
+        let rx = self.enqueue(req, observer, cancel)?;
+        rx.blocking_recv().map_err(|_| EngineError::ShutDown)?
+    }
+
+    /// Queues a generation; the answer arrives on the returned oneshot.
+    fn enqueue(
+        &self,
+        req: GenerateRequest,
+        observer: Box<dyn EventObserver>,
+        cancel: CancellationToken,
+    ) -> Result<oneshot::Receiver<Result<RunReport, EngineError>>, EngineError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Generate {
             req,
@@ -199,7 +204,7 @@ impl Engine {
             cancel,
             reply,
         })?;
-        rx.blocking_recv().map_err(|_| EngineError::ShutDown)?
+        Ok(rx)
     }
 
     /// Tokenizes `input` with `model`'s vocabulary (loading the model if needed).
