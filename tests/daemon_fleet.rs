@@ -11,7 +11,6 @@ use std::time::Duration;
 use daemon_support::*;
 use serde_json::json;
 
-const P: &str = "edgewatt";
 const JOBS: usize = 60;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,8 +10,6 @@ use std::time::Duration;
 use daemon_support::*;
 use serde_json::{json, Value};
 
-const P: &str = "edgewatt";
-
 fn has(v: &Value, path: &str) -> bool {
     let mut cur = v;
     for k in path.split('.') {
@@ -35,12 +33,8 @@ async fn job_states_in_order_full_result_and_streaming() {
 
     let job = json!({"id": "life-1", "model": MODEL, "prompt": "Once upon a time", "max_tokens": 12,
                      "stream": true, "trace": "summary"});
-    c.publish(
-        &format!("{P}/{dev}/jobs"),
-        job.to_string(),
-        Some((reply, b"corr-1")),
-    )
-    .await;
+    c.submit_job(P, dev, job.to_string(), reply, b"corr-1")
+        .await;
     let res = c
         .wait_for(
             Duration::from_secs(120),
@@ -218,18 +212,9 @@ async fn cancel_queued_and_running() {
                "ignore_eos": true, "n_ctx": 2048})
         .to_string()
     };
-    c.publish(
-        &format!("{P}/{dev}/jobs"),
-        long("run-1"),
-        Some((reply, b"run-1")),
-    )
-    .await;
-    c.publish(
-        &format!("{P}/{dev}/jobs"),
-        long("queued-1"),
-        Some((reply, b"queued-1")),
-    )
-    .await;
+    c.submit_job(P, dev, long("run-1"), reply, b"run-1").await;
+    c.submit_job(P, dev, long("queued-1"), reply, b"queued-1")
+        .await;
     let st = |id: &str| format!("{P}/{dev}/job/{id}/status");
     let (s1, s2) = (st("run-1"), st("queued-1"));
     c.wait_for(Duration::from_secs(60), "run-1 decoding", |m| {
@@ -275,12 +260,8 @@ async fn cancel_queued_and_running() {
     );
 
     // And the daemon goes on.
-    c.publish(
-        &format!("{P}/{dev}/jobs"),
-        job("after-cancel", 2),
-        Some((reply, b"after")),
-    )
-    .await;
+    c.submit_job(P, dev, job("after-cancel", 2), reply, b"after")
+        .await;
     let r = c
         .wait_for(Duration::from_secs(60), "after-cancel result", |m| {
             m.topic == reply && m.json()["id"] == "after-cancel"
@@ -308,14 +289,10 @@ async fn bad_input_each_gets_its_code_and_the_daemon_keeps_serving() {
     wait_online(&mut c, P, dev).await;
 
     // A finished job whose id a different payload will try to reuse.
-    c.publish(
-        &format!("{P}/{dev}/jobs"),
-        job("dup-1", 2),
-        Some((reply, b"dup-original")),
-    )
-    .await;
+    c.submit_job(P, dev, job("dup-1", 2), reply, b"dup-original")
+        .await;
     c.wait_for(Duration::from_secs(60), "dup-1 result", |m| {
-        m.topic == reply && m.correlation.as_deref() == Some(b"dup-original")
+        m.is_reply(reply, b"dup-original")
     })
     .await;
 
@@ -349,37 +326,25 @@ async fn bad_input_each_gets_its_code_and_the_daemon_keeps_serving() {
     ];
 
     for (i, (name, payload, _, _)) in cases.iter().enumerate() {
-        c.publish(
-            &format!("{P}/{dev}/jobs"),
-            payload.clone(),
-            Some((reply, name.as_bytes())),
-        )
-        .await;
+        c.submit_job(P, dev, payload.clone(), reply, name.as_bytes())
+            .await;
         // A valid job in between: the daemon keeps serving.
         if i % 4 == 3 {
             let id = format!("good-{i}");
-            c.publish(
-                &format!("{P}/{dev}/jobs"),
-                job(&id, 2),
-                Some((reply, id.as_bytes())),
-            )
-            .await;
+            c.submit_job(P, dev, job(&id, 2), reply, id.as_bytes())
+                .await;
         }
     }
     let good = "good-last";
-    c.publish(
-        &format!("{P}/{dev}/jobs"),
-        job(good, 2),
-        Some((reply, good.as_bytes())),
-    )
-    .await;
+    c.submit_job(P, dev, job(good, 2), reply, good.as_bytes())
+        .await;
 
     for (name, _, code, with_id) in &cases {
         let m = c
             .wait_for(
                 Duration::from_secs(120),
                 &format!("rejection of {name}"),
-                |m| m.topic == reply && m.correlation.as_deref() == Some(name.as_bytes()),
+                |m| m.is_reply(reply, name.as_bytes()),
             )
             .await;
         let r = m.json();
@@ -402,7 +367,7 @@ async fn bad_input_each_gets_its_code_and_the_daemon_keeps_serving() {
     let by = |name: &str| {
         c.msgs
             .iter()
-            .find(|m| m.topic == reply && m.correlation.as_deref() == Some(name.as_bytes()))
+            .find(|m| m.is_reply(reply, name.as_bytes()))
             .unwrap()
             .json()["error"]["message"]
             .as_str()
@@ -434,27 +399,22 @@ async fn bad_input_each_gets_its_code_and_the_daemon_keeps_serving() {
     // Every valid job in between succeeded.
     for id in ["good-3", "good-7", "good-11", "good-15", "good-last"] {
         let r = c
-            .wait_for(Duration::from_secs(120), id, |m| {
-                m.topic == reply && m.correlation.as_deref() == Some(id.as_bytes())
-            })
-            .await
-            .json();
+            .wait_reply(Duration::from_secs(120), id, reply, id.as_bytes())
+            .await;
         assert_eq!(r["state"], "succeeded", "{id}: {r}");
     }
     // The original dup-1 was not overwritten: resubmitting it exactly is answered
     // from the store, not run again.
-    c.publish(
-        &format!("{P}/{dev}/jobs"),
-        job("dup-1", 2),
-        Some((reply, b"dup-again")),
-    )
-    .await;
+    c.submit_job(P, dev, job("dup-1", 2), reply, b"dup-again")
+        .await;
     let again = c
-        .wait_for(Duration::from_secs(30), "dup-1 answered again", |m| {
-            m.topic == reply && m.correlation.as_deref() == Some(b"dup-again")
-        })
-        .await
-        .json();
+        .wait_reply(
+            Duration::from_secs(30),
+            "dup-1 answered again",
+            reply,
+            b"dup-again",
+        )
+        .await;
     assert_eq!(again["state"], "succeeded");
     let runs = c
         .on(&format!("{P}/{dev}/job/dup-1/status"))

@@ -11,7 +11,6 @@ use std::time::Duration;
 use daemon_support::*;
 use serde_json::json;
 
-const P: &str = "edgewatt";
 const CHILD_ENV: &str = "EDGEWATT_TEST_DAEMON_CONFIG";
 
 /// Not a test: the daemon process the kill -9 test starts (this test binary re-run
@@ -73,24 +72,16 @@ async fn kill_9_mid_job_then_restart_completes_the_job_once() {
 
     let mut child = spawn_child(&cfg_path);
     wait_online(&mut c, P, dev).await;
-    c.publish(
-        &format!("{P}/{dev}/jobs"),
-        long_job("crash-1", 400),
-        Some((reply, b"crash-1")),
-    )
-    .await;
+    c.submit_job(P, dev, long_job("crash-1", 400), reply, b"crash-1")
+        .await;
     let s1 = format!("{P}/{dev}/job/crash-1/status");
     c.wait_for(Duration::from_secs(60), "crash-1 decoding", |m| {
         m.topic == s1 && m.json()["phase"] == "decode"
     })
     .await;
     // A second job waits in the queue (accepted, acked) when the daemon dies.
-    c.publish(
-        &format!("{P}/{dev}/jobs"),
-        long_job("crash-2", 4),
-        Some((reply, b"crash-2")),
-    )
-    .await;
+    c.submit_job(P, dev, long_job("crash-2", 4), reply, b"crash-2")
+        .await;
     let s2 = format!("{P}/{dev}/job/crash-2/status");
     c.wait_for(Duration::from_secs(10), "crash-2 accepted", |m| {
         m.topic == s2 && m.json()["state"] == "accepted"
@@ -109,13 +100,13 @@ async fn kill_9_mid_job_then_restart_completes_the_job_once() {
     let mut child = spawn_child(&cfg_path);
     for id in ["crash-1", "crash-2"] {
         let r = c
-            .wait_for(
+            .wait_reply(
                 Duration::from_secs(240),
                 &format!("{id} result after restart"),
-                |m| m.topic == reply && m.correlation.as_deref() == Some(id.as_bytes()),
+                reply,
+                id.as_bytes(),
             )
-            .await
-            .json();
+            .await;
         assert_eq!(r["state"], "succeeded", "{id}: {r}");
     }
     c.pump(Duration::from_secs(2)).await;
@@ -124,7 +115,7 @@ async fn kill_9_mid_job_then_restart_completes_the_job_once() {
         let results = c
             .msgs
             .iter()
-            .filter(|m| m.topic == reply && m.correlation.as_deref() == Some(id.as_bytes()))
+            .filter(|m| m.is_reply(reply, id.as_bytes()))
             .count();
         assert_eq!(results, 1, "{id}: exactly one result reached the submitter");
         let succeeded = c
@@ -163,12 +154,8 @@ async fn broker_restart_mid_job_result_arrives_after_reconnect() {
     let mut c = Client::connect(&broker.url(), &[&format!("{P}/{dev}/#"), reply], true).await;
     wait_online(&mut c, P, dev).await;
 
-    c.publish(
-        &format!("{P}/{dev}/jobs"),
-        long_job("bounce-1", 300),
-        Some((reply, b"bounce-1")),
-    )
-    .await;
+    c.submit_job(P, dev, long_job("bounce-1", 300), reply, b"bounce-1")
+        .await;
     let s = format!("{P}/{dev}/job/bounce-1/status");
     c.wait_for(Duration::from_secs(60), "bounce-1 decoding", |m| {
         m.topic == s && m.json()["phase"] == "decode"
@@ -176,28 +163,26 @@ async fn broker_restart_mid_job_result_arrives_after_reconnect() {
     .await;
     broker.restart();
     let r = c
-        .wait_for(
+        .wait_reply(
             Duration::from_secs(180),
             "bounce-1 result after the broker restart",
-            |m| m.topic == reply && m.correlation.as_deref() == Some(b"bounce-1"),
+            reply,
+            b"bounce-1",
         )
-        .await
-        .json();
+        .await;
     assert_eq!(r["state"], "succeeded", "{r}");
     assert_eq!(r["tokens"]["generated"], 300);
     // The daemon keeps working on the new connection.
-    c.publish(
-        &format!("{P}/{dev}/jobs"),
-        job("bounce-2", 2),
-        Some((reply, b"bounce-2")),
-    )
-    .await;
+    c.submit_job(P, dev, job("bounce-2", 2), reply, b"bounce-2")
+        .await;
     let r = c
-        .wait_for(Duration::from_secs(60), "bounce-2 result", |m| {
-            m.topic == reply && m.correlation.as_deref() == Some(b"bounce-2")
-        })
-        .await
-        .json();
+        .wait_reply(
+            Duration::from_secs(60),
+            "bounce-2 result",
+            reply,
+            b"bounce-2",
+        )
+        .await;
     assert_eq!(r["state"], "succeeded");
     daemon.stop().await.unwrap();
     c.close().await;
@@ -222,12 +207,8 @@ async fn graceful_stop_requeues_an_unfinished_job_and_the_next_start_runs_it() {
     let mut c = Client::connect(&broker.url(), &[&format!("{P}/{dev}/#"), reply], false).await;
     let (stop, task) = start(&cfg);
     wait_online(&mut c, P, dev).await;
-    c.publish(
-        &format!("{P}/{dev}/jobs"),
-        long_job("drain-1", 500),
-        Some((reply, b"drain-1")),
-    )
-    .await;
+    c.submit_job(P, dev, long_job("drain-1", 500), reply, b"drain-1")
+        .await;
     let s = format!("{P}/{dev}/job/drain-1/status");
     c.wait_for(Duration::from_secs(60), "drain-1 decoding", |m| {
         m.topic == s && m.json()["phase"] == "decode"
@@ -266,13 +247,13 @@ async fn graceful_stop_requeues_an_unfinished_job_and_the_next_start_runs_it() {
     // The next start runs it to the end.
     let (stop, task) = start(&cfg);
     let r = c
-        .wait_for(
+        .wait_reply(
             Duration::from_secs(180),
             "drain-1 result after restart",
-            |m| m.topic == reply && m.correlation.as_deref() == Some(b"drain-1"),
+            reply,
+            b"drain-1",
         )
-        .await
-        .json();
+        .await;
     assert_eq!(r["state"], "succeeded", "{r}");
     assert_eq!(r["tokens"]["generated"], 500);
     stop.send(()).unwrap();

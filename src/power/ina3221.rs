@@ -5,6 +5,8 @@
 
 use embedded_hal::i2c::I2c;
 
+use super::register;
+
 /// Register addresses (SBOS576 §8.6).
 pub struct Register;
 impl Register {
@@ -404,20 +406,12 @@ impl<I2C: I2c> Ina3221<I2C> {
     }
 
     fn write_register(&mut self, reg: u8, value: u16) -> Result<(), Error<I2C::Error>> {
-        let [hi, lo] = value.to_be_bytes();
-        self.i2c
-            .write(self.address, &[reg, hi, lo])
-            .map_err(Error::I2c)
+        register::write(&mut self.i2c, self.address, reg, value).map_err(Error::I2c)
     }
 
-    /// `write_read` (repeated START) for the same reason as the INA219 driver: the
-    /// Raspberry Pi's I2C driver rejects some multi-message transactions.
+    /// One combined `write_read` transaction (see [`register::read`] for why).
     fn read_register(&mut self, reg: u8) -> Result<u16, Error<I2C::Error>> {
-        let mut buf = [0u8; 2];
-        self.i2c
-            .write_read(self.address, &[reg], &mut buf)
-            .map_err(Error::I2c)?;
-        Ok(u16::from_be_bytes(buf))
+        register::read(&mut self.i2c, self.address, reg).map_err(Error::I2c)
     }
 }
 

@@ -14,6 +14,7 @@ pub mod factory;
 pub mod hwmon;
 pub mod ina219;
 pub mod ina3221;
+mod register;
 pub mod sample;
 pub mod sampler;
 pub mod scan;

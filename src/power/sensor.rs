@@ -146,6 +146,15 @@ fn i2c_err<E: embedded_hal::i2c::Error>(sensor: &str, e: &E, elapsed_ns: u64) ->
     }
 }
 
+/// A driver error that is not a bus error, as `kind`.
+fn chip_err(sensor: &str, kind: ErrorKind, e: &impl std::fmt::Display) -> SensorError {
+    SensorError {
+        kind,
+        sensor: sensor.into(),
+        message: e.to_string(),
+    }
+}
+
 fn ina219_err<E: embedded_hal::i2c::Error>(
     sensor: &str,
     e: ina219::Error<E>,
@@ -153,16 +162,8 @@ fn ina219_err<E: embedded_hal::i2c::Error>(
 ) -> SensorError {
     match e {
         ina219::Error::I2c(e) => i2c_err(sensor, &e, elapsed_ns),
-        ina219::Error::BrownOut { .. } => SensorError {
-            kind: ErrorKind::BrownOut,
-            sensor: sensor.into(),
-            message: e.to_string(),
-        },
-        other => SensorError {
-            kind: ErrorKind::Config,
-            sensor: sensor.into(),
-            message: other.to_string(),
-        },
+        ina219::Error::BrownOut { .. } => chip_err(sensor, ErrorKind::BrownOut, &e),
+        other => chip_err(sensor, ErrorKind::Config, &other),
     }
 }
 
@@ -173,21 +174,9 @@ fn ina3221_err<E: embedded_hal::i2c::Error>(
 ) -> SensorError {
     match e {
         ina3221::Error::I2c(e) => i2c_err(sensor, &e, elapsed_ns),
-        ina3221::Error::BrownOut { .. } => SensorError {
-            kind: ErrorKind::BrownOut,
-            sensor: sensor.into(),
-            message: e.to_string(),
-        },
-        ina3221::Error::IdMismatch { .. } => SensorError {
-            kind: ErrorKind::IdMismatch,
-            sensor: sensor.into(),
-            message: e.to_string(),
-        },
-        other => SensorError {
-            kind: ErrorKind::Config,
-            sensor: sensor.into(),
-            message: other.to_string(),
-        },
+        ina3221::Error::BrownOut { .. } => chip_err(sensor, ErrorKind::BrownOut, &e),
+        ina3221::Error::IdMismatch { .. } => chip_err(sensor, ErrorKind::IdMismatch, &e),
+        other => chip_err(sensor, ErrorKind::Config, &other),
     }
 }
 
@@ -200,6 +189,14 @@ pub struct Ina219Sensor<I2C> {
 }
 
 impl<I2C: I2c> Ina219Sensor<I2C> {
+    /// Maps a driver error, with the time since `since_ns` (a long call is a timeout).
+    fn err_since(
+        &self,
+        since_ns: u64,
+    ) -> impl FnOnce(ina219::Error<I2C::Error>) -> SensorError + '_ {
+        move |e| ina219_err(&self.location, e, monotonic_ns() - since_ns)
+    }
+
     /// Wraps a driver (not yet initialised).
     pub fn new(
         drv: Ina219<I2C>,
@@ -263,17 +260,12 @@ impl<I2C: I2c + Send> Sensor for Ina219Sensor<I2C> {
 
     fn init(&mut self) -> Result<(), SensorError> {
         let t = monotonic_ns();
-        self.drv
-            .init()
-            .map_err(|e| ina219_err(&self.location, e, monotonic_ns() - t))
+        self.drv.init().map_err(self.err_since(t))
     }
 
     fn poll(&mut self, out: &mut Vec<Sample>) -> Result<PollResult, SensorError> {
         let start_ns = monotonic_ns();
-        let ready = self
-            .drv
-            .poll_ready()
-            .map_err(|e| ina219_err(&self.location, e, monotonic_ns() - start_ns))?;
+        let ready = self.drv.poll_ready().map_err(self.err_since(start_ns))?;
         let gate_ns = monotonic_ns();
         let Some(bus) = ready else {
             return Ok(PollResult {
@@ -285,7 +277,7 @@ impl<I2C: I2c + Send> Sensor for Ina219Sensor<I2C> {
         let r = self
             .drv
             .read_after_ready(bus)
-            .map_err(|e| ina219_err(&self.location, e, monotonic_ns() - gate_ns))?;
+            .map_err(self.err_since(gate_ns))?;
         let t_after_ns = monotonic_ns();
         // Brown-out shows first as a zero power register (calibration back to 0)
         // while shunt and bus say power flows; confirm with the registers.
@@ -310,9 +302,7 @@ impl<I2C: I2c + Send> Sensor for Ina219Sensor<I2C> {
 
     fn health_check(&mut self) -> Result<(), SensorError> {
         let t = monotonic_ns();
-        self.drv
-            .check_brown_out()
-            .map_err(|e| ina219_err(&self.location, e, monotonic_ns() - t))
+        self.drv.check_brown_out().map_err(self.err_since(t))
     }
 
     fn sim_counters(&self) -> Option<Arc<SimCounters>> {
@@ -329,6 +319,14 @@ pub struct Ina3221Sensor<I2C> {
 }
 
 impl<I2C: I2c> Ina3221Sensor<I2C> {
+    /// Maps a driver error, with the time since `since_ns` (a long call is a timeout).
+    fn err_since(
+        &self,
+        since_ns: u64,
+    ) -> impl FnOnce(ina3221::Error<I2C::Error>) -> SensorError + '_ {
+        move |e| ina3221_err(&self.location, e, monotonic_ns() - since_ns)
+    }
+
     /// Wraps a driver; `rails` has one entry per enabled channel, in channel order.
     pub fn new(
         drv: Ina3221<I2C>,
@@ -387,17 +385,12 @@ impl<I2C: I2c + Send> Sensor for Ina3221Sensor<I2C> {
 
     fn init(&mut self) -> Result<(), SensorError> {
         let t = monotonic_ns();
-        self.drv
-            .init()
-            .map_err(|e| ina3221_err(&self.location, e, monotonic_ns() - t))
+        self.drv.init().map_err(self.err_since(t))
     }
 
     fn poll(&mut self, out: &mut Vec<Sample>) -> Result<PollResult, SensorError> {
         let start_ns = monotonic_ns();
-        let ready = self
-            .drv
-            .poll_ready()
-            .map_err(|e| ina3221_err(&self.location, e, monotonic_ns() - start_ns))?;
+        let ready = self.drv.poll_ready().map_err(self.err_since(start_ns))?;
         let gate_ns = monotonic_ns();
         if !ready {
             return Ok(PollResult {
@@ -406,10 +399,7 @@ impl<I2C: I2c + Send> Sensor for Ina3221Sensor<I2C> {
                 gate_ns,
             });
         }
-        let channels = self
-            .drv
-            .read_channels()
-            .map_err(|e| ina3221_err(&self.location, e, monotonic_ns() - gate_ns))?;
+        let channels = self.drv.read_channels().map_err(self.err_since(gate_ns))?;
         let t_after_ns = monotonic_ns();
         // CVRF was cleared *before* the data reads. If the next cycle completed while
         // they ran (the thread was late or preempted), part of what we read is that
@@ -418,9 +408,7 @@ impl<I2C: I2c + Send> Sensor for Ina3221Sensor<I2C> {
         // cycle completing in the few µs after the last data read is lost instead,
         // counted as missed, never duplicated). One read per cycle.
         let t = monotonic_ns();
-        self.drv
-            .poll_ready()
-            .map_err(|e| ina3221_err(&self.location, e, monotonic_ns() - t))?;
+        self.drv.poll_ready().map_err(self.err_since(t))?;
         for (rail, r) in channels.iter().flatten().enumerate() {
             out.push(Sample {
                 t_before_ns: start_ns,
@@ -440,9 +428,7 @@ impl<I2C: I2c + Send> Sensor for Ina3221Sensor<I2C> {
 
     fn health_check(&mut self) -> Result<(), SensorError> {
         let t = monotonic_ns();
-        self.drv
-            .check_brown_out()
-            .map_err(|e| ina3221_err(&self.location, e, monotonic_ns() - t))
+        self.drv.check_brown_out().map_err(self.err_since(t))
     }
 
     fn sim_counters(&self) -> Option<Arc<SimCounters>> {

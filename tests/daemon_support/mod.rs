@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+/// The topic prefix the daemon configurations use.
+pub const P: &str = "edgewatt";
 pub const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
 
 /// The repository's model directory.
@@ -169,6 +171,11 @@ impl Msg {
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.payload).unwrap_or(Value::Null)
     }
+
+    /// Whether this is a reply on `topic` carrying Correlation Data `corr`.
+    pub fn is_reply(&self, topic: &str, corr: &[u8]) -> bool {
+        self.topic == topic && self.correlation.as_deref() == Some(corr)
+    }
 }
 
 /// An MQTT client for tests (our own session code, clean or persistent).
@@ -242,6 +249,24 @@ impl Client {
             .unwrap();
     }
 
+    /// Publishes a job to `{prefix}/{device}/jobs`, asking for the result on `reply`
+    /// with Correlation Data `corr`.
+    pub async fn submit_job(
+        &self,
+        prefix: &str,
+        device: &str,
+        payload: impl Into<Bytes>,
+        reply: &str,
+        corr: &[u8],
+    ) {
+        self.publish(
+            &format!("{prefix}/{device}/jobs"),
+            payload,
+            Some((reply, corr)),
+        )
+        .await;
+    }
+
     /// Receives for up to `dur`, recording messages.
     pub async fn pump(&mut self, dur: Duration) {
         let deadline = Instant::now() + dur;
@@ -310,6 +335,19 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// Waits for the reply on `reply` with Correlation Data `corr`; returns its JSON.
+    pub async fn wait_reply(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        reply: &str,
+        corr: &[u8],
+    ) -> Value {
+        self.wait_for(timeout, what, |m| m.is_reply(reply, corr))
+            .await
+            .json()
     }
 
     /// The JSON payloads received on `topic`, in order.

@@ -3,7 +3,7 @@
 //! configuration write, LSB quantisation, PGA clipping and OVF, POR values.
 
 use super::load::Load;
-use super::{quantise, RegisterModel};
+use super::{quantise, ConversionClock, RegisterModel};
 use crate::power::ina219::{BitFlags, Config, Register, CONFIG_POR};
 
 /// The INA219 model.
@@ -17,12 +17,8 @@ pub struct Ina219Model {
     power: u16,
     cnvr: bool,
     ovf: bool,
-    /// When the current conversion sequence started (last config write or POR).
-    t0_ns: u64,
-    /// Conversions completed since `t0_ns`.
-    done: u64,
-    /// Conversions completed since creation.
-    total: u64,
+    /// Conversions since the last configuration write or POR.
+    clock: ConversionClock,
     /// The physical shunt, Ω (the chip does not know it; the physics does).
     shunt_ohms: f64,
     load: Load,
@@ -40,9 +36,7 @@ impl Ina219Model {
             power: 0,
             cnvr: false,
             ovf: false,
-            t0_ns: now_ns,
-            done: 0,
-            total: 0,
+            clock: ConversionClock::new(now_ns),
             shunt_ohms,
             load,
         };
@@ -53,17 +47,9 @@ impl Ina219Model {
     /// Catches the conversion state up to `now_ns`.
     fn advance(&mut self, now_ns: u64) {
         let cfg = Config::from_bits(self.config);
-        let period = cfg.conversion_period_ns();
-        if period == 0 || now_ns < self.t0_ns {
-            return;
-        }
-        let k = (now_ns - self.t0_ns) / period;
-        // Triggered modes convert once per configuration write.
-        let k = if cfg.mode.continuous() { k } else { k.min(1) };
-        if k > self.done {
-            self.total += k - self.done;
-            self.done = k;
-            self.convert(&cfg, self.t0_ns + k * period);
+        let (period, continuous) = (cfg.conversion_period_ns(), cfg.mode.continuous());
+        if let Some(t_ns) = self.clock.advance(now_ns, period, continuous) {
+            self.convert(&cfg, t_ns);
         }
     }
 
@@ -137,8 +123,7 @@ impl RegisterModel for Ina219Model {
             Register::CONFIG => {
                 // A configuration write restarts conversion and clears CNVR.
                 self.config = value & !BitFlags::RST & 0x3FFF;
-                self.t0_ns = now_ns;
-                self.done = 0;
+                self.clock.restart(now_ns);
                 self.cnvr = false;
             }
             // Bit 0 of the calibration register is void and reads 0.
@@ -156,12 +141,11 @@ impl RegisterModel for Ina219Model {
         self.power = 0;
         self.cnvr = false;
         self.ovf = false;
-        self.t0_ns = now_ns;
-        self.done = 0;
+        self.clock.restart(now_ns);
     }
 
     fn conversions(&self) -> u64 {
-        self.total
+        self.clock.total()
     }
 
     fn data_register(&self) -> u8 {

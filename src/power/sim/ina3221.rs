@@ -4,7 +4,7 @@
 //! 13-bit quantisation and clipping; POR values.
 
 use super::load::Load;
-use super::{quantise, RegisterModel};
+use super::{quantise, ConversionClock, RegisterModel};
 use crate::power::ina3221::{
     BitFlags, Config, Register, CONFIG_POR, DIE_ID, MANUFACTURER_ID, MASK_ENABLE_POR,
 };
@@ -15,9 +15,8 @@ pub struct Ina3221Model {
     /// Registers 0x00..=0x11 (data and limit registers are stored here too).
     regs: [u16; 0x12],
     cvrf: bool,
-    t0_ns: u64,
-    done: u64,
-    total: u64,
+    /// Cycles since the last configuration write or POR.
+    clock: ConversionClock,
     shunt_ohms: [f64; 3],
     loads: [Option<Load>; 3],
     /// What the die answers at 0xFE/0xFF (a wrong part can be simulated).
@@ -30,9 +29,7 @@ impl Ina3221Model {
         let mut m = Ina3221Model {
             regs: [0; 0x12],
             cvrf: false,
-            t0_ns: now_ns,
-            done: 0,
-            total: 0,
+            clock: ConversionClock::new(now_ns),
             shunt_ohms,
             loads,
             ids: (MANUFACTURER_ID, DIE_ID),
@@ -49,16 +46,9 @@ impl Ina3221Model {
 
     fn advance(&mut self, now_ns: u64) {
         let cfg = Config::from_bits(self.regs[0]);
-        let period = cfg.conversion_period_ns();
-        if period == 0 || now_ns < self.t0_ns {
-            return;
-        }
-        let k = (now_ns - self.t0_ns) / period;
-        let k = if cfg.mode & 0b100 != 0 { k } else { k.min(1) };
-        if k > self.done {
-            self.total += k - self.done;
-            self.done = k;
-            self.convert(&cfg, self.t0_ns + k * period);
+        let (period, continuous) = (cfg.conversion_period_ns(), cfg.mode & 0b100 != 0);
+        if let Some(t_ns) = self.clock.advance(now_ns, period, continuous) {
+            self.convert(&cfg, t_ns);
         }
     }
 
@@ -109,8 +99,7 @@ impl RegisterModel for Ina3221Model {
             Register::CONFIG if value & BitFlags::RST != 0 => self.power_on_reset(now_ns),
             Register::CONFIG => {
                 self.regs[0] = value;
-                self.t0_ns = now_ns;
-                self.done = 0;
+                self.clock.restart(now_ns);
                 self.cvrf = false;
             }
             Register::MASK_ENABLE => self.regs[0x0F] = value & !BitFlags::CVRF,
@@ -131,12 +120,11 @@ impl RegisterModel for Ina3221Model {
         self.regs[0x10] = 0x2710;
         self.regs[0x11] = 0x2328;
         self.cvrf = false;
-        self.t0_ns = now_ns;
-        self.done = 0;
+        self.clock.restart(now_ns);
     }
 
     fn conversions(&self) -> u64 {
-        self.total
+        self.clock.total()
     }
 
     fn data_register(&self) -> u8 {

@@ -285,6 +285,57 @@ impl<M: RegisterModel> I2c for SimI2c<M> {
     }
 }
 
+/// Conversion timing shared by the chip models: a conversion completes every period
+/// from the last configuration write or POR (only the first one in a triggered mode).
+#[derive(Debug)]
+struct ConversionClock {
+    /// When the current conversion sequence started (last config write or POR).
+    t0_ns: u64,
+    /// Conversions completed since `t0_ns`.
+    done: u64,
+    /// Conversions completed since creation.
+    total: u64,
+}
+
+impl ConversionClock {
+    /// A sequence starting at `now_ns`.
+    fn new(now_ns: u64) -> Self {
+        ConversionClock {
+            t0_ns: now_ns,
+            done: 0,
+            total: 0,
+        }
+    }
+
+    /// Restarts the sequence at `now_ns` (configuration write, POR).
+    fn restart(&mut self, now_ns: u64) {
+        self.t0_ns = now_ns;
+        self.done = 0;
+    }
+
+    /// Conversions completed since creation.
+    fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Catches up to `now_ns`: when conversions completed since the last call, returns
+    /// when the latest one did.
+    fn advance(&mut self, now_ns: u64, period_ns: u64, continuous: bool) -> Option<u64> {
+        if period_ns == 0 || now_ns < self.t0_ns {
+            return None;
+        }
+        let k = (now_ns - self.t0_ns) / period_ns;
+        // Triggered modes convert once per configuration write.
+        let k = if continuous { k } else { k.min(1) };
+        if k <= self.done {
+            return None;
+        }
+        self.total += k - self.done;
+        self.done = k;
+        Some(self.t0_ns + k * period_ns)
+    }
+}
+
 /// Rounds to the nearest integer code and clamps to `lo..=hi`; says if it clamped.
 pub fn quantise(value: f64, lsb: f64, lo: i32, hi: i32) -> (i32, bool) {
     let code = (value / lsb).round();
