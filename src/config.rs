@@ -234,6 +234,9 @@ pub struct PowerConfig {
     pub max_gap_ms: u64,
     /// Samples kept in the sampler's ring buffer (per sampler thread).
     pub ring_capacity: usize,
+    /// Most reads per second of each rail between jobs (idle rate mode); 0 = always
+    /// the full conversion rate.
+    pub idle_rate_hz: u32,
     /// Period of the live `PREFIX/DEV/power` messages, ms; 0 = off.
     pub live_interval_ms: u64,
     /// Period of thermal-zone and CPU-frequency readings during jobs, ms; 0 = off.
@@ -247,6 +250,7 @@ impl Default for PowerConfig {
             idle_window_ms: 2000,
             max_gap_ms: 250,
             ring_capacity: 65_536,
+            idle_rate_hz: 20,
             live_interval_ms: 1000,
             thermal_interval_ms: 100,
         }

@@ -1,6 +1,6 @@
 //! The sampler on simulators: capture rate at the chip's conversion rate with no
 //! duplicates, the ring and its windows, injected faults counted with gaps left and
-//! sampling continuing, brown-out recovery, prompt shutdown.
+//! sampling continuing, brown-out recovery, prompt shutdown, idle rate mode.
 
 use std::time::Duration;
 
@@ -238,4 +238,109 @@ fn ring_overflow_is_counted_and_shutdown_is_prompt_and_idempotent() {
     let n = h.stats().rails[0].samples;
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(h.stats().rails[0].samples, n);
+}
+
+/// (thread CPU ns, monotonic ns) of the one sampler thread.
+fn cpu_at(h: &edgewatt::power::SamplerHandle) -> (u64, u64) {
+    (h.stats().threads[0].cpu_ns, monotonic_ns())
+}
+
+fn cpu_percent(a: (u64, u64), b: (u64, u64)) -> f64 {
+    (b.0 - a.0) as f64 * 100.0 / (b.1 - a.1) as f64
+}
+
+#[test]
+fn idle_rate_mode_slows_down_without_gaps_or_misses_and_recovers() {
+    // Default max_gap (50 ms) equals the idle period: idle reads must not count as gaps.
+    let opts = SamplerOptions {
+        idle_rate_hz: 20,
+        ..rt_options()
+    };
+    let h = start_sampler(&[spec(INA219_SIM)], opts, CancellationToken::new()).expect("start");
+    assert!(h.is_active(), "a new sampler runs at the full rate");
+    std::thread::sleep(Duration::from_millis(150));
+
+    // Active: the full conversion rate.
+    let (t0, c0) = (monotonic_ns(), cpu_at(&h));
+    std::thread::sleep(Duration::from_millis(1000));
+    let (t1, c1) = (monotonic_ns(), cpu_at(&h));
+
+    // Idle: at most 20 reads a second, still reading.
+    h.set_active(false);
+    std::thread::sleep(Duration::from_millis(120));
+    let (t2, c2) = (monotonic_ns(), cpu_at(&h));
+    std::thread::sleep(Duration::from_millis(1000));
+    let (t3, c3) = (monotonic_ns(), cpu_at(&h));
+
+    // Active again: back within one idle period (an idle sleep checks the flag).
+    h.set_active(true);
+    std::thread::sleep(Duration::from_millis(30));
+    let t4 = monotonic_ns();
+    std::thread::sleep(Duration::from_millis(1000));
+    let t5 = monotonic_ns();
+    let stats = h.stats();
+    h.shutdown();
+
+    let expected = |a: u64, b: u64| (b - a) as f64 / 1_064_000.0;
+    let active = h.window(t0, t1).len();
+    assert!(
+        active as f64 >= 0.6 * expected(t0, t1),
+        "active: {active} samples of {:.0}",
+        expected(t0, t1)
+    );
+    let idle = h.window(t2, t3).len();
+    let idle_max = 20.0 * 1.5 * (t3 - t2) as f64 / 1e9;
+    assert!(
+        (5..=idle_max as usize).contains(&idle),
+        "idle: {idle} samples in {:.2} s",
+        (t3 - t2) as f64 / 1e9
+    );
+    let woke = h.window(t3, t4).len();
+    assert!(
+        woke >= 5,
+        "{woke} samples in the 30 ms after set_active(true)"
+    );
+    let again = h.window(t4, t5).len();
+    assert!(
+        again as f64 >= 0.6 * expected(t4, t5),
+        "active again: {again} samples of {:.0}",
+        expected(t4, t5)
+    );
+
+    // Slow idle reads are neither gaps nor missed conversions.
+    let gaps = h.gaps(t0, t5);
+    assert!(gaps.is_empty(), "{gaps:?}");
+    let r = &stats.rails[0];
+    assert!(
+        r.idle_skipped as f64 >= 0.8 * expected(t2, t3),
+        "idle_skipped {}",
+        r.idle_skipped
+    );
+    assert!(r.conversions_missed < r.idle_skipped / 2, "{r:?}");
+
+    let (busy, quiet) = (cpu_percent(c0, c1), cpu_percent(c2, c3));
+    eprintln!("sampler thread CPU: active {busy:.2} %, idle {quiet:.2} %");
+    assert!(
+        quiet < busy / 4.0,
+        "idle {quiet:.2} % vs active {busy:.2} %"
+    );
+}
+
+#[test]
+fn idle_rate_zero_keeps_the_full_rate() {
+    let opts = SamplerOptions {
+        idle_rate_hz: 0,
+        ..rt_options()
+    };
+    let h = start_sampler(&[spec(INA219_SIM)], opts, CancellationToken::new()).expect("start");
+    h.set_active(false);
+    std::thread::sleep(Duration::from_millis(100));
+    let t0 = monotonic_ns();
+    std::thread::sleep(Duration::from_millis(500));
+    let t1 = monotonic_ns();
+    h.shutdown();
+    let n = h.window(t0, t1).len();
+    let expected = (t1 - t0) as f64 / 1_064_000.0;
+    assert!(n as f64 >= 0.6 * expected, "{n} samples of {expected:.0}");
+    assert_eq!(h.stats().rails[0].idle_skipped, 0);
 }

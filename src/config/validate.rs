@@ -234,6 +234,10 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     range("power.idle_window_ms", p.idle_window_ms, 100, 600_000)?;
     range("power.max_gap_ms", p.max_gap_ms, 1, 60_000)?;
     range("power.ring_capacity", p.ring_capacity, 1024, 1 << 24)?;
+    if p.idle_rate_hz != 0 {
+        range("power.idle_rate_hz", p.idle_rate_hz, 1, 1000)
+            .map_err(|e| with_off(e, "0 (always the full rate) or "))?;
+    }
     if p.live_interval_ms != 0 {
         range("power.live_interval_ms", p.live_interval_ms, 100, 3_600_000)
             .map_err(|e| with_off(e, "0 (off) or "))?;
@@ -421,6 +425,20 @@ mod tests {
         c.validate().unwrap();
         c.power.thermal_interval_ms = 5;
         assert!(err(&c).contains("expected 0 (off) or 10..=60000"));
+    }
+
+    #[test]
+    fn idle_rate_allows_full_rate_or_1_to_1000() {
+        let mut c = Config::default();
+        assert_eq!(c.power.idle_rate_hz, 20);
+        for ok in [0, 1, 1000] {
+            c.power.idle_rate_hz = ok;
+            c.validate().unwrap();
+        }
+        c.power.idle_rate_hz = 1001;
+        assert!(err(&c).contains(
+            "'1001' for key 'power.idle_rate_hz': expected 0 (always the full rate) or 1..=1000"
+        ));
     }
 
     #[test]

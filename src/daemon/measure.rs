@@ -49,9 +49,14 @@ impl Measure {
             let opts = SamplerOptions {
                 ring_capacity: p.ring_capacity.max(1024),
                 max_gap_ns: p.max_gap_ms.saturating_mul(1_000_000),
+                idle_rate_hz: p.idle_rate_hz,
                 ..SamplerOptions::default()
             };
-            Some(Arc::new(start_sampler(&p.sensors, opts, cancel.clone())?))
+            let sampler = start_sampler(&p.sensors, opts, cancel.clone())?;
+            // Idle rate until a job runs: the full conversion rate costs a few percent
+            // of a core for nothing between jobs (the runner switches it).
+            sampler.set_active(false);
+            Some(Arc::new(sampler))
         };
         let thermal = if p.thermal_interval_ms == 0 {
             None
@@ -84,6 +89,14 @@ impl Measure {
                 max_gap_ns: p.max_gap_ms.saturating_mul(1_000_000),
             },
         })
+    }
+
+    /// Full sampling rate while a job runs (`true`), idle rate between jobs (`false`).
+    /// The idle baseline before a job is then measured at the idle rate.
+    pub fn set_active(&self, active: bool) {
+        if let Some(s) = &self.sampler {
+            s.set_active(active);
+        }
     }
 
     /// Rail names, for the board status.

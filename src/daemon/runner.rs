@@ -30,7 +30,11 @@ const TRACE_CHUNK: usize = 64 * 1024;
 pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) {
     while let Some((job, token)) = ctx.queue.next(&cancel).await {
         ctx.status_wake.notify_one();
+        // Full-rate sampling for the job; `finish_report` drops back to the idle rate
+        // once the trace is captured, and this covers the paths without a trace.
+        ctx.measure.set_active(true);
         run_one(&ctx, job, token).await;
+        ctx.measure.set_active(false);
         ctx.queue.finish_running();
         ctx.status_wake.notify_one();
         // llama.cpp's compute buffers and the token strings of a run are freed into
@@ -196,6 +200,7 @@ async fn finish_report(
         .measure
         .job(id, &q.job.request.model, events, &report)
         .await;
+    ctx.measure.set_active(false);
     let mut result = serde_json::to_value(&report).unwrap_or_else(|_| json!({}));
     if let Some(obj) = result.as_object_mut() {
         obj.insert("id".into(), json!(id));

@@ -10,6 +10,16 @@
 //! between the chip's oscillator and CLOCK_MONOTONIC never accumulates into a missed
 //! conversion.
 //!
+//! # Idle rate mode
+//! Reading every conversion costs a few percent of a core, which an idle daemon does
+//! not need. [`SamplerHandle::set_active`]`(false)` slows every rail to at most
+//! `idle_rate_hz`; `set_active(true)` restores the full rate within one idle period
+//! (a thread asleep on an idle deadline checks the flag every 10 ms). Conversions left
+//! unread on purpose are counted as `idle_skipped`, not `conversions_missed`; an
+//! interval that spanned idle time is allowed `3 / idle_rate_hz` before it counts as
+//! a gap, and leaves the jitter statistics alone. The phase estimate of a gated chip
+//! is restarted after an idle interval, as at start-up. A new sampler is active.
+//!
 //! # Failures
 //! A read error opens a gap on the sensor's rails (from its last good sample) and puts
 //! the sensor into re-initialisation with exponential backoff (1 ms … `max_backoff_ns`);
@@ -18,7 +28,7 @@
 //! panics, and nothing here runs on the async runtime.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
@@ -52,6 +62,19 @@ pub struct SamplerOptions {
     pub health_check_ns: u64,
     /// Longest retry backoff for a failing sensor.
     pub max_backoff_ns: u64,
+    /// Most reads per second of each rail while the sampler is inactive
+    /// ([`SamplerHandle::set_active`]); 0 = always the full rate.
+    pub idle_rate_hz: u32,
+}
+
+impl SamplerOptions {
+    /// Shortest interval between reads of a rail while inactive, ns; 0 = no idle mode.
+    fn idle_period_ns(&self) -> u64 {
+        match self.idle_rate_hz {
+            0 => 0,
+            hz => 1_000_000_000 / u64::from(hz),
+        }
+    }
 }
 
 impl Default for SamplerOptions {
@@ -64,6 +87,7 @@ impl Default for SamplerOptions {
             max_gap_ns: 50_000_000,
             health_check_ns: 250_000_000,
             max_backoff_ns: 1_000_000_000,
+            idle_rate_hz: 20,
         }
     }
 }
@@ -121,6 +145,8 @@ struct Inner {
     joins: Mutex<Vec<JoinHandle<()>>>,
     cancel: CancellationToken,
     sims: Vec<(String, Arc<SimCounters>)>,
+    /// Full rate (true) or idle rate; read by the threads before each sleep and read.
+    active: Arc<AtomicBool>,
 }
 
 /// A running sampler. Cheap to clone; `Send + Sync`.
@@ -149,6 +175,9 @@ struct Slot {
     /// Duration of the gating read (moving average), ns.
     gate_read_ns: u64,
     since_bracket: u32,
+    /// The interval since the last fresh read included idle-rate time: its skipped
+    /// conversions and its length are expected, not misses, gaps or jitter.
+    idle_interval: bool,
 }
 
 impl Slot {
@@ -226,6 +255,7 @@ pub fn start_with_sensors(
             bracket_ns: 0,
             gate_read_ns: 0,
             since_bracket: 0,
+            idle_interval: false,
         };
         match groups.iter_mut().find(|(g, _)| *g == group) {
             Some((_, v)) => v.push(slot),
@@ -233,6 +263,7 @@ pub fn start_with_sensors(
         }
     }
 
+    let active = Arc::new(AtomicBool::new(true));
     let mut threads = Vec::new();
     let mut joins = Vec::new();
     for (group, slots) in groups {
@@ -280,12 +311,13 @@ pub fn start_with_sensors(
         let t_shared = shared.clone();
         let t_cancel = cancel.clone();
         let t_opts = opts.clone();
+        let t_active = active.clone();
         let join = std::thread::Builder::new()
             .name(format!(
                 "ew-sampler-{}",
                 group.rsplit('/').next().unwrap_or("bus")
             ))
-            .spawn(move || run_thread(t_shared, slots, t_opts, t_cancel))
+            .spawn(move || run_thread(t_shared, slots, t_opts, t_cancel, t_active))
             .map_err(PowerError::Thread)?;
         threads.push(shared);
         joins.push(join);
@@ -298,19 +330,39 @@ pub fn start_with_sensors(
             joins: Mutex::new(joins),
             cancel,
             sims,
+            active,
         }),
     })
 }
 
-/// Sleeps until `deadline_ns` in slices of at most 10 ms; false if cancelled first.
-fn sleep_until_cancellable(deadline_ns: u64, cancel: &CancellationToken) -> bool {
+/// Why a sleep ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Woke {
+    /// The deadline came.
+    Deadline,
+    /// `wake_if_active` was set: the sampler switched to the full rate.
+    Activated,
+    /// The sampler is shutting down.
+    Cancelled,
+}
+
+/// Sleeps until `deadline_ns` in slices of at most 10 ms, ending early on cancel or,
+/// when given, as soon as `wake_if_active` is set.
+fn sleep_until_cancellable(
+    deadline_ns: u64,
+    cancel: &CancellationToken,
+    wake_if_active: Option<&AtomicBool>,
+) -> Woke {
     loop {
         if cancel.is_cancelled() {
-            return false;
+            return Woke::Cancelled;
+        }
+        if wake_if_active.is_some_and(|a| a.load(Ordering::Relaxed)) {
+            return Woke::Activated;
         }
         let now = monotonic_ns();
         if now >= deadline_ns {
-            return true;
+            return Woke::Deadline;
         }
         precise_sleep_until_ns(deadline_ns.min(now + 10_000_000));
     }
@@ -321,6 +373,7 @@ fn run_thread(
     mut slots: Vec<Slot>,
     opts: SamplerOptions,
     cancel: CancellationToken,
+    active: Arc<AtomicBool>,
 ) {
     set_precise_timer_slack();
     if let Some(p) = opts.realtime_priority {
@@ -334,19 +387,35 @@ fn run_thread(
         }
     }
     let mut buf = Vec::with_capacity(8);
-    // CPU time is a syscall; publish it every 64 iterations, not every one.
+    let idle_mode = opts.idle_period_ns() > 0;
+    // CPU time is a syscall; publish it every 64 iterations (or 100 ms, for the slow
+    // idle rate), not every one.
     let mut until_cpu_update: u32 = 64;
+    let mut next_cpu_update_ns = monotonic_ns() + 100_000_000;
     while !slots.is_empty() {
         let Some(i) = (0..slots.len()).min_by_key(|&i| slots[i].next_wake_ns) else {
             break;
         };
-        if !sleep_until_cancellable(slots[i].next_wake_ns, &cancel) {
-            break;
+        // Asleep on an idle deadline, wake as soon as the full rate is wanted.
+        let wake_if_active = (idle_mode && !active.load(Ordering::Relaxed)).then_some(&*active);
+        match sleep_until_cancellable(slots[i].next_wake_ns, &cancel, wake_if_active) {
+            Woke::Cancelled => break,
+            Woke::Deadline => {}
+            Woke::Activated => {
+                // Every healthy slot is due now, not at the end of its idle period.
+                let now = monotonic_ns();
+                for s in slots.iter_mut().filter(|s| s.failed.is_none()) {
+                    s.next_wake_ns = s.next_wake_ns.min(now);
+                }
+            }
         }
-        service(&shared, &mut slots[i], &opts, &mut buf);
+        let is_active = active.load(Ordering::Relaxed);
+        service(&shared, &mut slots[i], &opts, &mut buf, is_active);
         until_cpu_update -= 1;
-        if until_cpu_update == 0 {
+        let now = monotonic_ns();
+        if until_cpu_update == 0 || now >= next_cpu_update_ns {
             until_cpu_update = 64;
+            next_cpu_update_ns = now + 100_000_000;
             shared.cpu_ns.store(thread_cpu_ns(), Ordering::Relaxed);
         }
     }
@@ -354,8 +423,20 @@ fn run_thread(
     shared.stopped_ns.store(monotonic_ns(), Ordering::Relaxed);
 }
 
-fn service(shared: &ThreadShared, slot: &mut Slot, opts: &SamplerOptions, buf: &mut Vec<Sample>) {
+fn service(
+    shared: &ThreadShared,
+    slot: &mut Slot,
+    opts: &SamplerOptions,
+    buf: &mut Vec<Sample>,
+    active: bool,
+) {
     let now = monotonic_ns();
+    // Idle rate only slows a rail down; one already slower than it is unaffected.
+    let idle_period = opts.idle_period_ns();
+    let slow = !active && idle_period > slot.period_ns;
+    if slow {
+        slot.idle_interval = true;
+    }
     if let Some(backoff) = slot.failed {
         match slot.sensor.init() {
             Ok(()) => {
@@ -412,6 +493,19 @@ fn service(shared: &ThreadShared, slot: &mut Slot, opts: &SamplerOptions, buf: &
         return;
     }
 
+    // This interval spanned idle-rate time: the conversions not read were skipped on
+    // purpose, and the phase estimate is stale (drift over many periods); count the
+    // skips, then restart the estimate as at start-up.
+    let idle_interval = std::mem::replace(&mut slot.idle_interval, slow);
+    let mut idle_skipped = 0;
+    if idle_interval && slot.gated {
+        if let Some(prev) = slot.c_est {
+            let n = (r.gate_ns.saturating_sub(prev) as f64 / period as f64).round() as u64;
+            idle_skipped = n.saturating_sub(1);
+        }
+        slot.reset_schedule();
+    }
+
     let mut missed = 0;
     if slot.gated {
         let (c_est, bracketed) = match (slot.not_ready_at.take(), slot.c_est) {
@@ -448,8 +542,14 @@ fn service(shared: &ThreadShared, slot: &mut Slot, opts: &SamplerOptions, buf: &
     } else {
         slot.next_wake_ns = next_fixed_rate(slot.next_wake_ns, period, monotonic_ns());
     }
+    if slow {
+        slot.next_wake_ns = slot.next_wake_ns.max(r.start_ns + idle_period);
+    }
 
-    let max_gap = opts.max_gap_ns.max(3 * period);
+    let mut max_gap = opts.max_gap_ns.max(3 * period);
+    if idle_interval {
+        max_gap = max_gap.max(3 * idle_period);
+    }
     let prev_after = slot.last_after_ns;
     {
         let mut st = lock(&shared.state);
@@ -486,9 +586,10 @@ fn service(shared: &ThreadShared, slot: &mut Slot, opts: &SamplerOptions, buf: &
             let c = st.rails.entry(s.rail).or_default();
             c.samples += 1;
             c.conversions_missed += missed;
+            c.idle_skipped += idle_skipped;
             c.latency_ns
                 .push(s.t_after_ns.saturating_sub(s.t_before_ns));
-            if let Some(last) = c.last_t_ns {
+            if let (Some(last), false) = (c.last_t_ns, idle_interval) {
                 let dt = t.saturating_sub(last);
                 let n = (dt as f64 / period as f64).round().max(1.0) as u64;
                 c.jitter_ns.push(dt.abs_diff(n * period));
@@ -574,6 +675,17 @@ impl SamplerHandle {
     /// All rails; `Sample::rail` indexes this.
     pub fn rails(&self) -> Vec<RailInfo> {
         self.inner.rails.clone()
+    }
+
+    /// Full rate (`true`, the default) or at most `idle_rate_hz` per rail (`false`),
+    /// e.g. between jobs. Lock-free; the threads follow within one idle period.
+    pub fn set_active(&self, active: bool) {
+        self.inner.active.store(active, Ordering::Relaxed);
+    }
+
+    /// Whether the sampler runs at the full rate.
+    pub fn is_active(&self) -> bool {
+        self.inner.active.load(Ordering::Relaxed)
     }
 
     /// True when any rail comes from a simulator.
@@ -721,6 +833,45 @@ mod tests {
     fn handle_is_send_sync_and_clone() {
         fn check<T: Send + Sync + Clone + 'static>() {}
         check::<SamplerHandle>();
+    }
+
+    #[test]
+    fn idle_period_from_rate() {
+        let at = |idle_rate_hz| {
+            SamplerOptions {
+                idle_rate_hz,
+                ..SamplerOptions::default()
+            }
+            .idle_period_ns()
+        };
+        assert_eq!((at(0), at(20), at(1000)), (0, 50_000_000, 1_000_000));
+    }
+
+    #[test]
+    fn idle_sleep_ends_when_activated_or_cancelled() {
+        let active = Arc::new(AtomicBool::new(false));
+        let cancel = CancellationToken::new();
+        let far = monotonic_ns() + 5_000_000_000;
+        let a = active.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            a.store(true, Ordering::Relaxed);
+        });
+        let t0 = monotonic_ns();
+        assert_eq!(
+            sleep_until_cancellable(far, &cancel, Some(&active)),
+            Woke::Activated
+        );
+        assert!(monotonic_ns() - t0 < 1_000_000_000);
+        t.join().expect("setter");
+        // Without the flag the deadline (or cancel) is what ends it.
+        let soon = monotonic_ns() + 1_000_000;
+        assert_eq!(sleep_until_cancellable(soon, &cancel, None), Woke::Deadline);
+        cancel.cancel();
+        assert_eq!(
+            sleep_until_cancellable(far, &cancel, Some(&active)),
+            Woke::Cancelled
+        );
     }
 
     #[test]

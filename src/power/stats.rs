@@ -70,6 +70,8 @@ pub struct RailCounters {
     pub conversions_missed: u64,
     /// Polls that found no fresh conversion (would have been duplicates).
     pub duplicates_avoided: u64,
+    /// Conversions left unread on purpose while the sampler was idle (idle rate mode).
+    pub idle_skipped: u64,
     /// Errors by kind.
     pub errors: BTreeMap<String, u64>,
     /// Gaps recorded.
@@ -99,6 +101,8 @@ pub struct RailStats {
     pub conversions_missed: u64,
     /// Polls that found nothing fresh.
     pub duplicates_avoided: u64,
+    /// Conversions left unread on purpose in idle rate mode (not counted as missed).
+    pub idle_skipped: u64,
     /// Read latency p50, µs.
     pub read_latency_p50_us: f64,
     /// Read latency p99, µs.
@@ -134,6 +138,7 @@ impl RailCounters {
             },
             conversions_missed: self.conversions_missed,
             duplicates_avoided: self.duplicates_avoided,
+            idle_skipped: self.idle_skipped,
             read_latency_p50_us: self.latency_ns.percentile(50.0) as f64 / 1000.0,
             read_latency_p99_us: self.latency_ns.percentile(99.0) as f64 / 1000.0,
             interval_jitter_p99_us: self.jitter_ns.percentile(99.0) as f64 / 1000.0,
