@@ -55,7 +55,10 @@ fn run(e: &Engine, r: GenerateRequest) -> Result<edgewatt::infer::RunReport, Eng
 /// A scratch model directory on the same file system as the checkout, holding a
 /// hard link to the real model plus whatever bad files a test adds.
 fn scratch_dir() -> tempfile::TempDir {
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    // Cargo's scratch dir for integration tests (inside CARGO_TARGET_DIR, wherever
+    // that is); the link falls back to a copy when it is on another file system.
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(base).unwrap();
     let d = tempfile::tempdir_in(base).unwrap();
     let src = model_dir().join(format!("{MODEL}.gguf"));
     let dst = d.path().join(format!("{MODEL}.gguf"));
