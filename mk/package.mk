@@ -21,7 +21,7 @@ SYSCONFDIR     ?= /etc
 # systemd and udev look in /etc and /usr/lib; systemd also in /usr/local/lib, udev not.
 UNITDIR        ?= $(LIBDIR)/systemd/system
 UDEVRULESDIR   ?= /etc/udev/rules.d
-INSTALL_BIN    ?= target/release/edgewatt
+INSTALL_BIN    ?= $(or $(CARGO_TARGET_DIR),target)/release/edgewatt
 CROSS_PROFILE  ?= dist
 CROSS_TARGET_DIR ?= target/cross
 
