@@ -13,8 +13,12 @@
 //! # Idle rate mode
 //! Reading every conversion costs a few percent of a core, which an idle daemon does
 //! not need. [`SamplerHandle::set_active`]`(false)` slows every rail to at most
-//! `idle_rate_hz`; `set_active(true)` restores the full rate within one idle period
-//! (a thread asleep on an idle deadline checks the flag every 10 ms). Conversions left
+//! `idle_rate_hz`; `set_active(true)` restores the full rate at once: a thread asleep
+//! on an idle deadline is parked, and is unparked by the switch (or by `shutdown`).
+//! Idle sleeps are parked in slices of up to 50 ms rather than 10 ms, so an idle
+//! thread wakes about once per read (waking costs more than reading on a VM); only a
+//! cancel of the parent token, with no `shutdown`, may take that long to be seen.
+//! Conversions left
 //! unread on purpose are counted as `idle_skipped`, not `conversions_missed`; an
 //! interval that spanned idle time is allowed `3 / idle_rate_hz` before it counts as
 //! a gap, and leaves the jitter statistics alone. The phase estimate of a gated chip
@@ -105,6 +109,10 @@ pub struct Gap {
     pub reason: String,
 }
 
+/// Longest parked slice of an idle sleep, ns: bounds how late a parent-token cancel
+/// (without `shutdown`, which unparks) is seen.
+const IDLE_SLICE_NS: u64 = 50_000_000;
+
 /// Most closed gaps kept per thread (the oldest are dropped beyond).
 const MAX_GAPS: usize = 65_536;
 
@@ -143,6 +151,8 @@ struct Inner {
     infos: Vec<SensorInfo>,
     threads: Vec<Arc<ThreadShared>>,
     joins: Mutex<Vec<JoinHandle<()>>>,
+    /// The sampler threads, to unpark an idle sleep on activation or shutdown.
+    wake: Vec<std::thread::Thread>,
     cancel: CancellationToken,
     sims: Vec<(String, Arc<SimCounters>)>,
     /// Full rate (true) or idle rate; read by the threads before each sleep and read.
@@ -327,6 +337,7 @@ pub fn start_with_sensors(
             rails,
             infos,
             threads,
+            wake: joins.iter().map(|j| j.thread().clone()).collect(),
             joins: Mutex::new(joins),
             cancel,
             sims,
@@ -347,7 +358,8 @@ enum Woke {
 }
 
 /// Sleeps until `deadline_ns` in slices of at most 10 ms, ending early on cancel or,
-/// when given, as soon as `wake_if_active` is set.
+/// when given, as soon as `wake_if_active` is set: then the thread parks in slices of
+/// up to [`IDLE_SLICE_NS`] and `set_active(true)` / `shutdown` unpark it.
 fn sleep_until_cancellable(
     deadline_ns: u64,
     cancel: &CancellationToken,
@@ -364,7 +376,14 @@ fn sleep_until_cancellable(
         if now >= deadline_ns {
             return Woke::Deadline;
         }
-        precise_sleep_until_ns(deadline_ns.min(now + 10_000_000));
+        if wake_if_active.is_some() {
+            // Idle: precision does not matter, wake-ups do. A spurious or stale unpark
+            // just goes round the loop again.
+            let ns = (deadline_ns - now).min(IDLE_SLICE_NS);
+            std::thread::park_timeout(std::time::Duration::from_nanos(ns));
+        } else {
+            precise_sleep_until_ns(deadline_ns.min(now + 10_000_000));
+        }
     }
 }
 
@@ -678,9 +697,14 @@ impl SamplerHandle {
     }
 
     /// Full rate (`true`, the default) or at most `idle_rate_hz` per rail (`false`),
-    /// e.g. between jobs. Lock-free; the threads follow within one idle period.
+    /// e.g. between jobs. Lock-free; a parked idle thread is woken at once.
     pub fn set_active(&self, active: bool) {
-        self.inner.active.store(active, Ordering::Relaxed);
+        let was = self.inner.active.swap(active, Ordering::Relaxed);
+        if active && !was {
+            for t in &self.inner.wake {
+                t.unpark();
+            }
+        }
     }
 
     /// Whether the sampler runs at the full rate.
@@ -816,6 +840,9 @@ impl SamplerHandle {
     /// Cancels and joins the sampler threads. Idempotent.
     pub fn shutdown(&self) {
         self.inner.cancel.cancel();
+        for t in &self.inner.wake {
+            t.unpark();
+        }
         let joins: Vec<JoinHandle<()>> = lock(&self.inner.joins).drain(..).collect();
         for j in joins {
             if j.join().is_err() {
