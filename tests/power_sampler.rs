@@ -61,15 +61,12 @@ fn ina219_sim_sampled_at_conversion_rate_without_duplicates() {
         "{} samples of {expected:.0}",
         w.len()
     );
-    // Never more samples than conversions, and never two from one conversion:
-    // consecutive samples are at least most of a period apart.
+    // Never more samples than conversions, and never two from one conversion: the
+    // simulator itself counts a data register read twice for one conversion. (Sample
+    // spacing is no proof: a preempted read's midpoint lands late, so two distinct
+    // conversions can be stamped closer than a period on a loaded machine.)
     assert!(w.len() as u64 <= sims[0].1.conversions);
-    let min_dt = w
-        .windows(2)
-        .map(|p| p[1].t_ns() - p[0].t_ns())
-        .min()
-        .expect("samples");
-    assert!(min_dt > 1_064_000 / 2, "two samples {min_dt} ns apart");
+    assert_eq!(sims[0].1.duplicate_reads, 0, "{:?}", sims[0].1);
     assert!(w.windows(2).all(|p| p[0].t_ns() < p[1].t_ns()));
     // Values follow the square wave: both levels present, quantised exactly.
     assert!(w.iter().any(|s| s.current_ua == 200_000) && w.iter().any(|s| s.current_ua == 800_000));
