@@ -191,7 +191,9 @@ fn injected_faults_are_counted_leave_gaps_and_sampling_continues() {
         "{} samples after the faults",
         after.len()
     );
-    assert_eq!(st.rails[0].gaps, gaps.len() as u64);
+    // The stats were read before the gap list: a stall on a loaded machine may add a
+    // gap in between, never remove one.
+    assert!(st.rails[0].gaps <= gaps.len() as u64);
 }
 
 #[test]
