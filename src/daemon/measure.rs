@@ -230,4 +230,31 @@ impl Measure {
             Err(_) => tracing::warn!("the trace store task panicked"),
         }
     }
+
+    /// Applies the store's retention (`store.max_age_days`, `store.max_bytes`) to
+    /// stored jobs and traces, off the runtime.
+    pub async fn apply_retention(&self, max_age_days: u32, max_bytes: u64) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let max_age =
+            (max_age_days > 0).then(|| Duration::from_secs(u64::from(max_age_days) * 86_400));
+        let max_bytes = (max_bytes > 0).then_some(max_bytes);
+        let res = tokio::task::spawn_blocking(move || {
+            let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
+            store.apply_retention(max_age, max_bytes)
+        })
+        .await;
+        match res {
+            Ok(Ok(r)) if r.jobs_deleted + r.traces_deleted > 0 => tracing::info!(
+                jobs = r.jobs_deleted,
+                traces = r.traces_deleted,
+                bytes = r.trace_bytes_freed,
+                "store retention applied"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("cannot apply store retention: {e}"),
+            Err(_) => tracing::warn!("the store retention task panicked"),
+        }
+    }
 }

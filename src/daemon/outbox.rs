@@ -25,7 +25,8 @@ pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) {
     let (ack_tx, mut ack_rx) = mpsc::channel::<i64>(WINDOW * 2);
     let mut inflight: HashMap<i64, Instant> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(15));
-    // Journal retention (`store.max_age_days`): finished jobs and sent rows only.
+    // Retention, hourly: the store's jobs and traces (`store.max_age_days`,
+    // `store.max_bytes`) and the journal (finished jobs and sent rows only).
     let mut prune = tokio::time::interval(Duration::from_secs(3600));
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -50,7 +51,14 @@ pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) {
                     publish_unsent(&ctx, &ack_tx, &mut inflight).await;
                 }
             }
-            _ = prune.tick(), if ctx.settings.max_age_days > 0 => {
+            _ = prune.tick() => {
+                // Stored jobs and traces: by age and by size (`[store]`).
+                ctx.measure
+                    .apply_retention(ctx.settings.max_age_days, ctx.settings.store_max_bytes)
+                    .await;
+                if ctx.settings.max_age_days == 0 {
+                    continue;
+                }
                 let age_ns = u64::from(ctx.settings.max_age_days) * 86_400 * 1_000_000_000;
                 let before = crate::clock::unix_ns().saturating_sub(age_ns);
                 match ctx.journal.call(move |j| j.prune(before)).await {

@@ -44,6 +44,8 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// Results and traces older than this are pruned (0 = keep).
     pub max_age_days: u32,
+    /// Stored traces beyond this many bytes are pruned, oldest first (0 = no limit).
+    pub store_max_bytes: u64,
 }
 
 impl Settings {
@@ -117,6 +119,7 @@ impl Settings {
             power: cfg.power.clone(),
             drain_timeout: Duration::from_secs(30),
             max_age_days: cfg.store.max_age_days,
+            store_max_bytes: cfg.store.max_bytes,
         })
     }
 }
