@@ -32,8 +32,15 @@ impl DaemonArgs {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT, then drains and exits.
-pub fn run(args: &DaemonArgs, cfg: Config) -> anyhow::Result<()> {
+pub fn run(
+    args: &DaemonArgs,
+    cfg: Config,
+    config_path: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     let cfg = args.apply(cfg)?;
+    let running = cfg.clone();
+    let path = config_path.map(std::path::Path::to_path_buf);
+    let overrides = args.clone();
     tune_allocator();
     // Two workers are plenty: the async side only moves messages; inference, sampling
     // and SQLite run on their own threads / the blocking pool.
@@ -44,13 +51,30 @@ pub fn run(args: &DaemonArgs, cfg: Config) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
-        // SIGHUP's default action would kill the daemon (systemd's ExecReload sends it).
-        // Nothing is reloaded in place yet: say so and keep serving.
-        let hup = tokio::spawn(async {
+        // SIGHUP (systemd's ExecReload): re-read and validate the configuration and
+        // say what differs from the running one. Nothing is applied in place yet, so
+        // the operator learns at once whether the new file is valid and that a
+        // restart is needed, instead of finding out at the next start.
+        let hup = tokio::spawn(async move {
             use tokio::signal::unix::{signal, SignalKind};
             if let Ok(mut hup) = signal(SignalKind::hangup()) {
                 while hup.recv().await.is_some() {
-                    tracing::warn!("SIGHUP: reloading the configuration in place is not supported; restart the daemon to apply changes");
+                    let path = path.clone();
+                    let new = tokio::task::spawn_blocking(move || crate::config::load(path.as_deref())).await;
+                    match new.map_err(anyhow::Error::from).and_then(|r| r.map_err(anyhow::Error::from)).and_then(|c| overrides.apply(c)) {
+                        Err(e) => tracing::error!("SIGHUP: the configuration is invalid; the running one stays in force: {e:#}"),
+                        Ok(new) if new == running => tracing::info!("SIGHUP: configuration re-read; nothing changed"),
+                        Ok(new) => {
+                            let mut keys = running.restart_required(&new);
+                            if keys.is_empty() {
+                                keys.push("(generation defaults, limits, retention or jobs)");
+                            }
+                            tracing::warn!(
+                                "SIGHUP: configuration re-read and valid; changed: {}; this version applies changes only at start: run `systemctl restart edgewatt`",
+                                keys.join(", ")
+                            );
+                        }
+                    }
                 }
             }
         });

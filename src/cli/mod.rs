@@ -146,7 +146,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(args) => config_cmd::run(&args, path),
         Command::Daemon(args) => {
             let cfg = load_config(path)?;
-            daemon_cmd::run(&args, cfg)
+            daemon_cmd::run(&args, cfg, path)
         }
         Command::Submit(args) => {
             let cfg = load_config(path)?;
