@@ -139,7 +139,8 @@ impl GenerateArgs {
 }
 
 /// Streams token pieces to stdout as they arrive (measured repetitions only).
-struct StdoutStream {
+#[derive(Default)]
+pub(crate) struct StdoutStream {
     warmup: bool,
 }
 
@@ -175,7 +176,7 @@ pub fn run(
     let observer: Box<dyn EventObserver> = if args.json {
         Box::new(crate::infer::NoopObserver)
     } else {
-        Box::new(StdoutStream { warmup: false })
+        Box::new(StdoutStream::default())
     };
     let report = engine.generate_blocking(req, observer, cancel.clone())?;
     cancel.cancel();

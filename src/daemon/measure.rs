@@ -9,13 +9,20 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::Settings;
+use std::path::Path;
+
 use crate::clock::ClockAnchor;
+use crate::config::PowerConfig;
 use crate::infer::{EngineEvent, RunReport};
 use crate::power::{start_sampler, SamplerHandle, SamplerOptions};
-use crate::trace::{summarize, EnergyOptions, Store, ThermalConfig, ThermalRecorder, Trace};
+use crate::trace::{
+    capture, summarize, EnergyOptions, JobCapture, Store, StoreError, ThermalConfig,
+    ThermalRecorder, Trace,
+};
 
-/// Sampler, thermal recorder and trace store, shared by the daemon's tasks.
+/// Sampler, thermal recorder and trace store, shared by the daemon's tasks (and by
+/// `edgewatt generate --trace`). Cheap to clone: every part is shared.
+#[derive(Clone)]
 pub struct Measure {
     /// The sampler; `None` when no sensor is configured (results then say `energy: null`).
     sampler: Option<Arc<SamplerHandle>>,
@@ -40,8 +47,11 @@ pub struct Measured {
 impl Measure {
     /// Starts the sampler (when sensors are configured) and the thermal recorder, and
     /// opens the trace store.
-    pub fn start(settings: &Settings, cancel: CancellationToken) -> anyhow::Result<Measure> {
-        let p = &settings.power;
+    pub fn start(
+        p: &PowerConfig,
+        store_path: &Path,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<Measure> {
         let sampler = if p.sensors.is_empty() {
             tracing::warn!("no [[power.sensors]] configured: results will carry no energy figures");
             None
@@ -73,7 +83,7 @@ impl Measure {
                 }
             }
         };
-        let store = match Store::open(&settings.store_path) {
+        let store = match Store::open(store_path) {
             Ok(s) => Some(Arc::new(Mutex::new(s))),
             Err(e) => {
                 tracing::warn!("traces will not be stored: {e}");
@@ -144,56 +154,69 @@ impl Measure {
         events: Vec<EngineEvent>,
         report: &RunReport,
     ) -> Measured {
-        let sampler = self.sampler.clone();
-        let thermal = self.thermal.clone();
-        let opts = self.opts;
+        let this = self.clone();
         let (id, model) = (id.to_string(), model.to_string());
         let (start_ns, end_ns) = (report.start_ns, report.end_ns);
-        let task = tokio::task::spawn_blocking(move || {
-            let Some(s) = sampler else {
-                return Measured {
-                    energy: Value::Null,
-                    thermal: Value::Null,
-                    trace: None,
-                };
-            };
-            let from = start_ns.saturating_sub(opts.idle_window_ns);
-            let mut trace = Trace::new(id, s.rails(), ClockAnchor::now());
-            trace.model = Some(model);
-            trace.extend_samples(s.window(from, end_ns));
-            trace.extend_events(events.iter());
-            trace.sampler_stats = serde_json::to_value(s.stats()).unwrap_or(Value::Null);
-            trace.gaps = s
-                .gaps(from, end_ns)
-                .into_iter()
-                .map(|g| crate::trace::Gap {
-                    rail: g.rail,
-                    start_ns: g.start_ns,
-                    end_ns: g.end_ns,
-                    reason: g.reason,
-                })
-                .collect();
-            trace.thermal = thermal.as_ref().map(|t| t.window(from, end_ns));
-            let summary = summarize(&trace, &opts);
-            let thermal = trace
-                .thermal
-                .as_ref()
-                .map(|t| crate::trace::thermal::summarize_thermal(t, start_ns, end_ns));
-            Measured {
-                energy: serde_json::to_value(&summary).unwrap_or(Value::Null),
-                thermal: serde_json::to_value(&thermal).unwrap_or(Value::Null),
-                trace: Some(trace),
-            }
-        });
-        task.await.unwrap_or(Measured {
+        tokio::task::spawn_blocking(move || {
+            this.job_blocking(&id, &model, &events, start_ns, end_ns)
+        })
+        .await
+        .unwrap_or(Measured {
             energy: Value::Null,
             thermal: Value::Null,
             trace: None,
         })
     }
 
+    /// The work of [`Measure::job`], on the calling thread: the job's window (idle
+    /// baseline included) out of the sampler through [`trace::capture`](capture),
+    /// then the energy and thermal summaries.
+    pub fn job_blocking(
+        &self,
+        id: &str,
+        model: &str,
+        events: &[EngineEvent],
+        start_ns: u64,
+        end_ns: u64,
+    ) -> Measured {
+        let Some(s) = self.sampler.as_deref() else {
+            return Measured {
+                energy: Value::Null,
+                thermal: Value::Null,
+                trace: None,
+            };
+        };
+        let markers: Vec<_> = events.iter().map(Into::into).collect();
+        let trace = capture(
+            &JobCapture {
+                job_id: id,
+                model: Some(model),
+                markers: &markers,
+                anchor: ClockAnchor::now(),
+            },
+            s,
+            self.thermal.as_deref(),
+            &self.opts,
+        );
+        let summary = summarize(&trace, &self.opts);
+        let thermal = trace
+            .thermal
+            .as_ref()
+            .map(|t| crate::trace::thermal::summarize_thermal(t, start_ns, end_ns));
+        Measured {
+            energy: serde_json::to_value(&summary).unwrap_or(Value::Null),
+            thermal: serde_json::to_value(&thermal).unwrap_or(Value::Null),
+            trace: Some(trace),
+        }
+    }
+
+    /// The energy options (idle window, gap limit) in force.
+    pub fn energy_options(&self) -> &EnergyOptions {
+        &self.opts
+    }
+
     /// Stores the job's row (request, result, energy) and trace in the trace store,
-    /// for `edgewatt report` and `edgewatt trace`.
+    /// for `edgewatt report` and `edgewatt trace`; failures are logged.
     pub async fn store(
         &self,
         id: &str,
@@ -202,33 +225,42 @@ impl Measure {
         result: &Value,
         trace: Option<Trace>,
     ) {
-        let Some(store) = self.store.clone() else {
-            return;
-        };
-        let (id, state) = (id.to_string(), state.to_string());
-        let result_json = result.to_string();
-        let energy_json = result
-            .get("energy")
-            .filter(|e| !e.is_null())
-            .map(|e| e.to_string());
-        let res = tokio::task::spawn_blocking(move || -> Result<(), crate::trace::StoreError> {
-            let store = store.lock().unwrap_or_else(|e| e.into_inner());
-            store.upsert_job(&id, &state, &request_json)?;
-            store.set_result(&id, &state, &result_json)?;
-            if let Some(e) = energy_json {
-                store.set_energy(&id, &e)?;
-            }
-            if let Some(t) = trace {
-                store.put_trace(&t)?;
-            }
-            Ok(())
+        let this = self.clone();
+        let (id, state, result) = (id.to_string(), state.to_string(), result.clone());
+        let res = tokio::task::spawn_blocking(move || {
+            this.store_blocking(&id, &state, &request_json, &result, trace.as_ref())
         })
         .await;
         match res {
-            Ok(Ok(())) => {}
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!("cannot store the trace of a job: {e}"),
             Err(_) => tracing::warn!("the trace store task panicked"),
         }
+    }
+
+    /// The work of [`Measure::store`], on the calling thread. `Ok(false)` when no
+    /// store could be opened at start (the warning was logged then).
+    pub fn store_blocking(
+        &self,
+        id: &str,
+        state: &str,
+        request_json: &str,
+        result: &Value,
+        trace: Option<&Trace>,
+    ) -> Result<bool, StoreError> {
+        let Some(store) = self.store.as_ref() else {
+            return Ok(false);
+        };
+        let store = store.lock().unwrap_or_else(|e| e.into_inner());
+        store.upsert_job(id, state, request_json)?;
+        store.set_result(id, state, &result.to_string())?;
+        if let Some(e) = result.get("energy").filter(|e| !e.is_null()) {
+            store.set_energy(id, &e.to_string())?;
+        }
+        if let Some(t) = trace {
+            store.put_trace(t)?;
+        }
+        Ok(true)
     }
 
     /// Applies the store's retention (`store.max_age_days`, `store.max_bytes`) to

@@ -135,8 +135,9 @@ async fn run_inner(
     );
 
     systemd::status("probing power sensors");
-    let measure = measure::Measure::start(&settings, root.child_token())
-        .context("cannot start the power sampler")?;
+    let measure =
+        measure::Measure::start(&settings.power, &settings.store_path, root.child_token())
+            .context("cannot start the power sampler")?;
 
     // The Will: `offline`, retained, so a board that vanishes says so.
     let mut session_opts = settings.session.clone();

@@ -2,6 +2,7 @@
 //! cache and every context. Callers talk to it through a bounded channel and get
 //! their answer on a oneshot, so the async runtime never blocks on llama.cpp.
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -310,13 +311,20 @@ struct Worker {
     cache: ModelCache<LlamaModel>,
     /// Progress beacon shared with the handles.
     heartbeat: Arc<AtomicU64>,
+    /// Parsed GGUF headers by path, valid while the file's size and mtime are
+    /// unchanged: the header (vocabulary and merges included) is re-read only when
+    /// the file changes, not on every job.
+    headers: HashMap<PathBuf, (FileStamp, Arc<GgufInfo>)>,
 }
+
+/// What identifies a version of a model file.
+type FileStamp = (u64, Option<std::time::SystemTime>);
 
 /// A resolved, checked model file.
 struct Resolved {
     name: String,
     path: PathBuf,
-    info: GgufInfo,
+    info: Arc<GgufInfo>,
 }
 
 impl Worker {
@@ -325,6 +333,7 @@ impl Worker {
             cfg,
             cache: ModelCache::default(),
             heartbeat,
+            headers: HashMap::new(),
         }
     }
 
@@ -379,18 +388,30 @@ impl Worker {
             Command::Admit { req, reply } => {
                 let r = self
                     .resolve(&req.model)
-                    .and_then(|m| self.admission(&m, &req));
+                    .and_then(|m| self.admission(&m, &req, admission::mem_available_bytes()));
                 let _ = reply.send(r);
             }
         }
     }
 
-    fn resolve(&self, name: &str) -> Result<Resolved, EngineError> {
+    fn resolve(&mut self, name: &str) -> Result<Resolved, EngineError> {
         let path = registry::resolve(&self.cfg.model_dir, name)?;
-        let info = registry::inspect(&path).map_err(|source| EngineError::BadModelFile {
-            name: name.to_string(),
-            source,
-        })?;
+        let stamp: FileStamp = std::fs::metadata(&path)
+            .map(|m| (m.len(), m.modified().ok()))
+            .unwrap_or((0, None));
+        let info = match self.headers.get(&path) {
+            Some((s, info)) if *s == stamp => info.clone(),
+            _ => {
+                let info = Arc::new(registry::inspect(&path).map_err(|source| {
+                    EngineError::BadModelFile {
+                        name: name.to_string(),
+                        source,
+                    }
+                })?);
+                self.headers.insert(path.clone(), (stamp, info.clone()));
+                info
+            }
+        };
         Ok(Resolved {
             name: name.to_string(),
             path,
@@ -412,6 +433,7 @@ impl Worker {
         &self,
         m: &Resolved,
         req: &GenerateRequest,
+        available_bytes: u64,
     ) -> Result<MemoryEstimate, EngineError> {
         let sh = shape(&m.info);
         let n_ctx = self.n_ctx_for(m, req) as u64;
@@ -425,7 +447,7 @@ impl Worker {
         let held = if cached { model_bytes } else { 0 };
         admission::admit(
             estimate,
-            admission::mem_available_bytes(),
+            available_bytes,
             self.cfg.memory_budget_bytes,
             held,
         )?;
@@ -524,7 +546,7 @@ impl Worker {
         }
         let m = self.resolve(&req.model)?;
         let mem_available_bytes = admission::mem_available_bytes();
-        let estimate = self.admission(&m, req)?;
+        let estimate = self.admission(&m, req, mem_available_bytes)?;
         reset_peak_rss();
 
         // Load phase.
@@ -600,10 +622,8 @@ impl Worker {
         let mut last = None;
         let mut end_ns = monotonic_ns();
         for i in 0..total_reps {
+            // Warm-up repetitions still emit events (flagged), but are not measured.
             let warmup = i < o.warmup;
-            if warmup {
-                // Warm-up repetitions still emit events (markers) but are flagged.
-            }
             let out = run_repetition(
                 &mut ctx, model, &tokens, &o, seed, i, warmup, observer, cancel,
             )?;

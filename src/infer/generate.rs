@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::EngineError;
 use super::events::{EngineEvent, EventObserver, FinishReason};
-use super::metrics::{latency, ns_to_ms, tps, RepetitionReport};
+use super::metrics::{ns_to_ms, tps, RepetitionReport};
 use super::request::{GenerateOptions, PromptInput};
 use crate::clock::monotonic_ns;
 
@@ -334,7 +334,6 @@ pub fn run_repetition(
         decode_tps: tps(generated.saturating_sub(1), decode_ms),
         finish_reason: Some(finish),
     };
-    let _ = latency; // percentiles are computed over all measured repetitions by the caller
     Ok(RepOutcome {
         report,
         text,
