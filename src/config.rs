@@ -232,7 +232,9 @@ pub struct PowerConfig {
     pub idle_window_ms: u64,
     /// A gap between two samples of a rail longer than this is reported as a gap, ms.
     pub max_gap_ms: u64,
-    /// Samples kept in the sampler's ring buffer (per sampler thread).
+    /// Samples kept in the sampler's ring buffer (per sampler thread). A job's
+    /// samples are drained from it every 250 ms while the job runs, so it only has to
+    /// hold the idle window and that interval, not a whole job.
     pub ring_capacity: usize,
     /// Most reads per second of each rail between jobs (idle rate mode); 0 = always
     /// the full conversion rate.
@@ -249,7 +251,7 @@ impl Default for PowerConfig {
             sensors: Vec::new(),
             idle_window_ms: 2000,
             max_gap_ms: 250,
-            ring_capacity: 65_536,
+            ring_capacity: 16_384,
             idle_rate_hz: 20,
             live_interval_ms: 1000,
             thermal_interval_ms: 100,

@@ -343,3 +343,32 @@ fn idle_rate_zero_keeps_the_full_rate() {
     assert!(n as f64 >= 0.6 * expected, "{n} samples of {expected:.0}");
     assert_eq!(h.stats().rails[0].idle_skipped, 0);
 }
+
+#[test]
+fn chip_with_a_slow_oscillator_is_read_once_per_conversion() {
+    // Real INA219s convert in 532 µs typical, 586 µs max: the sampler's schedule
+    // starts from the nominal period and must follow a slower chip without
+    // duplicates or misses (it re-brackets whenever a poll comes early).
+    let text = format!("{INA219_SIM}clock_error_pct = 8.0\n");
+    let h = start_sampler(&[spec(&text)], rt_options(), CancellationToken::new()).expect("start");
+    std::thread::sleep(Duration::from_millis(200));
+    let c0 = h.sim_stats()[0].1;
+    let t0 = monotonic_ns();
+    std::thread::sleep(Duration::from_millis(1000));
+    let t1 = monotonic_ns();
+    let c1 = h.sim_stats()[0].1;
+    let w = h.window(t0, t1);
+    h.shutdown();
+    let conversions = c1.conversions - c0.conversions;
+    // 1 s / (1.064 ms × 1.08) ≈ 870 conversions.
+    assert!(
+        (800..=940).contains(&conversions),
+        "{conversions} conversions"
+    );
+    assert_eq!(c1.duplicate_reads, 0, "no conversion read twice");
+    assert!(
+        w.len() as f64 >= 0.6 * conversions as f64,
+        "{} samples of {conversions} conversions",
+        w.len()
+    );
+}

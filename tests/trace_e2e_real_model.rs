@@ -11,10 +11,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use edgewatt::clock::ClockAnchor;
+use edgewatt::clock::{monotonic_ns, ClockAnchor};
 use edgewatt::infer::{Engine, EngineConfig, GenerateOptions, GenerateRequest, PromptInput};
 use edgewatt::power::sim::load::{cpu_utilisation, parse_proc_stat};
-use edgewatt::power::{start_sampler, SamplerOptions, SensorSpec};
+use edgewatt::power::{start_sampler, Recorder, SamplerOptions, SensorSpec};
 use edgewatt::trace::export::write_csv;
 use edgewatt::trace::plot::{band_color, render_svg};
 use edgewatt::trace::thermal::{ThermalConfig, ThermalRecorder};
@@ -51,11 +51,31 @@ fn real_model_job_energy_trace() {
     );
     let cancel = CancellationToken::new();
     let spec: SensorSpec = toml::from_str(SIM).expect("spec");
-    let sampler =
-        start_sampler(&[spec], SamplerOptions::default(), cancel.clone()).expect("sampler");
+    // A ring of ~1 s at the INA219's 940 Hz: far shorter than idle window + job, so
+    // the trace is whole only because the job's recording drains it as it fills (as
+    // the daemon does).
+    let ring_capacity = 1024;
+    let sampler = Arc::new(
+        start_sampler(
+            &[spec],
+            SamplerOptions {
+                ring_capacity,
+                ..SamplerOptions::default()
+            },
+            cancel.clone(),
+        )
+        .expect("sampler"),
+    );
     let thermal =
         ThermalRecorder::start(ThermalConfig::default(), cancel.clone()).expect("thermal");
     let engine = Engine::start(EngineConfig::new(&model_dir), cancel.clone()).expect("engine");
+    let recording = Recorder::start(
+        sampler.clone(),
+        monotonic_ns(),
+        edgewatt::power::recorder::DEFAULT_EVERY,
+        &cancel,
+    )
+    .expect("recorder");
 
     // The idle window: 2 s of the sampler's stream before the job.
     let opts = EnergyOptions::default();
@@ -94,8 +114,22 @@ fn real_model_job_energy_trace() {
             anchor,
         },
         &sampler,
+        Some(recording.finish()),
         Some(&thermal),
         &opts,
+    );
+    assert!(
+        trace.samples.len() > 2 * ring_capacity,
+        "the recording holds more than the ring ever did: {} samples",
+        trace.samples.len()
+    );
+    assert!(
+        !trace
+            .gaps
+            .iter()
+            .any(|g| g.reason.contains("ring overflowed")),
+        "no sample was lost between ring and recording: {:?}",
+        trace.gaps
     );
     sampler.shutdown();
     thermal.stop();
@@ -272,6 +306,7 @@ fn real_model_repetitions_exclude_warmup() {
             anchor: ClockAnchor::now(),
         },
         &sampler,
+        None,
         None,
         &opts,
     );

@@ -40,6 +40,7 @@ pub fn run(args: &GenerateArgs, cfg: &Config) -> anyhow::Result<Value> {
     }
     std::thread::sleep(Duration::from_millis(cfg.power.idle_window_ms));
 
+    let recording = measure.begin_job();
     let log = Arc::new(Mutex::new(EventLog::default()));
     let mut observers: Vec<Box<dyn EventObserver>> = vec![Box::new(log.clone())];
     if !args.json {
@@ -58,7 +59,14 @@ pub fn run(args: &GenerateArgs, cfg: &Config) -> anyhow::Result<Value> {
 
     let id = uuid::Uuid::new_v4().simple().to_string();
     let events = log.lock().map(|l| l.events.clone()).unwrap_or_default();
-    let measured = measure.job_blocking(&id, &req.model, &events, report.start_ns, report.end_ns);
+    let measured = measure.job_blocking(
+        recording,
+        &id,
+        &req.model,
+        &events,
+        report.start_ns,
+        report.end_ns,
+    );
 
     let mut result = serde_json::to_value(&report)?;
     if let Some(obj) = result.as_object_mut() {

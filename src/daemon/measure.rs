@@ -11,10 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use std::path::Path;
 
+use crate::clock::monotonic_ns;
 use crate::clock::ClockAnchor;
 use crate::config::PowerConfig;
 use crate::infer::{EngineEvent, RunReport};
-use crate::power::{start_sampler, SamplerHandle, SamplerOptions};
+use crate::power::{recorder, start_sampler, Recorder, SamplerHandle, SamplerOptions};
 use crate::trace::{
     capture, summarize, EnergyOptions, JobCapture, Store, StoreError, ThermalConfig,
     ThermalRecorder, Trace,
@@ -32,6 +33,8 @@ pub struct Measure {
     store: Option<Arc<Mutex<Store>>>,
     /// Idle window and gap limit for the energy math.
     opts: EnergyOptions,
+    /// Stops job recordings with the daemon.
+    cancel: CancellationToken,
 }
 
 /// What one job measured.
@@ -75,7 +78,7 @@ impl Measure {
                 period: Duration::from_millis(p.thermal_interval_ms),
                 ..ThermalConfig::default()
             };
-            match ThermalRecorder::start(cfg, cancel) {
+            match ThermalRecorder::start(cfg, cancel.clone()) {
                 Ok(t) => Some(Arc::new(t)),
                 Err(e) => {
                     tracing::warn!("thermal recording is off: {e}");
@@ -98,7 +101,24 @@ impl Measure {
                 idle_window_ns: p.idle_window_ms.saturating_mul(1_000_000),
                 max_gap_ns: p.max_gap_ms.saturating_mul(1_000_000),
             },
+            cancel,
         })
+    }
+
+    /// Starts recording a job's samples: the idle window before now, then everything
+    /// until [`Measure::job`] (the rings are drained while it runs, so a job longer
+    /// than the ring loses nothing). `None` without sensors, or when the recording
+    /// thread cannot start (the job's window then comes from the rings, logged).
+    pub fn begin_job(&self) -> Option<Recorder> {
+        let sampler = self.sampler.clone()?;
+        let from = monotonic_ns().saturating_sub(self.opts.idle_window_ns);
+        match Recorder::start(sampler, from, recorder::DEFAULT_EVERY, &self.cancel) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!("job samples will come from the ring only: {e}");
+                None
+            }
+        }
     }
 
     /// Full sampling rate while a job runs (`true`), idle rate between jobs (`false`).
@@ -149,6 +169,7 @@ impl Measure {
     /// window of samples and integrating is CPU work).
     pub async fn job(
         &self,
+        recording: Option<Recorder>,
         id: &str,
         model: &str,
         events: Vec<EngineEvent>,
@@ -158,7 +179,7 @@ impl Measure {
         let (id, model) = (id.to_string(), model.to_string());
         let (start_ns, end_ns) = (report.start_ns, report.end_ns);
         tokio::task::spawn_blocking(move || {
-            this.job_blocking(&id, &model, &events, start_ns, end_ns)
+            this.job_blocking(recording, &id, &model, &events, start_ns, end_ns)
         })
         .await
         .unwrap_or(Measured {
@@ -169,10 +190,11 @@ impl Measure {
     }
 
     /// The work of [`Measure::job`], on the calling thread: the job's window (idle
-    /// baseline included) out of the sampler through [`trace::capture`](capture),
-    /// then the energy and thermal summaries.
+    /// baseline included) from its recording (or the rings) through
+    /// [`trace::capture`](capture), then the energy and thermal summaries.
     pub fn job_blocking(
         &self,
+        recording: Option<Recorder>,
         id: &str,
         model: &str,
         events: &[EngineEvent],
@@ -195,6 +217,7 @@ impl Measure {
                 anchor: ClockAnchor::now(),
             },
             s,
+            recording.map(Recorder::finish),
             self.thermal.as_deref(),
             &self.opts,
         );

@@ -33,7 +33,8 @@ pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) {
         // Full-rate sampling for the job; `finish_report` drops back to the idle rate
         // once the trace is captured, and this covers the paths without a trace.
         ctx.measure.set_active(true);
-        run_one(&ctx, job, token).await;
+        let recording = ctx.measure.begin_job();
+        run_one(&ctx, job, token, recording).await;
         ctx.measure.set_active(false);
         ctx.queue.finish_running();
         ctx.status_wake.notify_one();
@@ -106,7 +107,12 @@ async fn forward(ctx: Arc<Ctx>, id: String, mut rx: mpsc::Receiver<Progress>) {
     }
 }
 
-async fn run_one(ctx: &Arc<Ctx>, q: QueuedJob, token: CancellationToken) {
+async fn run_one(
+    ctx: &Arc<Ctx>,
+    q: QueuedJob,
+    token: CancellationToken,
+    recording: Option<crate::power::Recorder>,
+) {
     let id = q.job.id.clone();
     let queue_ms = monotonic_ns().saturating_sub(q.accepted_ns) as f64 / 1e6;
     ctx.publish_status(&id, JobState::Running, Some("load"), None, None)
@@ -175,20 +181,39 @@ async fn run_one(ctx: &Arc<Ctx>, q: QueuedJob, token: CancellationToken) {
 
     let events = log.lock().map(|l| l.events.clone()).unwrap_or_default();
     match outcome {
-        Ok(report) => finish_report(ctx, &q, report, events, queue_ms, request_json).await,
+        Ok(report) => {
+            let done = Finished {
+                report,
+                events,
+                recording,
+            };
+            finish_report(ctx, &q, done, queue_ms, request_json).await
+        }
         Err(e) => finish_error(ctx, &q, e, request_json).await,
     }
     ctx.outbox_wake.notify_one();
 }
 
+/// What a job that ran to its end left: the engine's report and events, and the
+/// recording of its samples.
+struct Finished {
+    report: RunReport,
+    events: Vec<EngineEvent>,
+    recording: Option<crate::power::Recorder>,
+}
+
 async fn finish_report(
     ctx: &Arc<Ctx>,
     q: &QueuedJob,
-    report: RunReport,
-    events: Vec<EngineEvent>,
+    done: Finished,
     queue_ms: f64,
     request_json: String,
 ) {
+    let Finished {
+        report,
+        events,
+        recording,
+    } = done;
     let id = &q.job.id;
     let canceled = report.finish_reason == FinishReason::Canceled;
     let state = if canceled {
@@ -198,7 +223,7 @@ async fn finish_report(
     };
     let measured = ctx
         .measure
-        .job(id, &q.job.request.model, events, &report)
+        .job(recording, id, &q.job.request.model, events, &report)
         .await;
     ctx.measure.set_active(false);
     let mut result = serde_json::to_value(&report).unwrap_or_else(|_| json!({}));

@@ -199,7 +199,8 @@ pub fn build_one(spec: &SensorSpec, index: usize) -> Result<BuiltSensor, PowerEr
                         .unwrap_or(0.1);
                     let load = loads.next().ok_or_else(|| init_err("no load".into()))?;
                     let sim = SimI2c::new(
-                        Ina219Model::new(shunt_ohms, load, now),
+                        Ina219Model::new(shunt_ohms, load, now)
+                            .with_clock_error_pct(spec.clock_error_pct.unwrap_or(0.0)),
                         address,
                         khz,
                         faults,
@@ -226,7 +227,8 @@ pub fn build_one(spec: &SensorSpec, index: usize) -> Result<BuiltSensor, PowerEr
                     });
                     let model_loads = [loads.next(), loads.next(), loads.next()];
                     let sim = SimI2c::new(
-                        Ina3221Model::new(ohms, model_loads, now),
+                        Ina3221Model::new(ohms, model_loads, now)
+                            .with_clock_error_pct(spec.clock_error_pct.unwrap_or(0.0)),
                         address,
                         khz,
                         faults,

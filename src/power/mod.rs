@@ -6,6 +6,7 @@
 //! - [`sensor`]  — the `Sensor` trait the sampler drives, chip adapters, error kinds
 //! - [`factory`] — `[[power.sensors]]` → sensors; the only place that opens `/dev/i2c-*`
 //! - [`sampler`] — per-bus threads, CNVR/CVRF gating, ring buffer, gaps
+//! - [`recorder`] — a job's samples drained from the rings while it runs
 //! - [`stats`]   — counters and percentiles
 //! - [`scan`]    — probing 0x40–0x4F and naming what answers
 //! - [`spec`]    — the config schema and its validation
@@ -14,6 +15,7 @@ pub mod factory;
 pub mod hwmon;
 pub mod ina219;
 pub mod ina3221;
+pub mod recorder;
 mod register;
 pub mod sample;
 pub mod sampler;
@@ -24,8 +26,11 @@ pub mod spec;
 pub mod stats;
 pub mod timing;
 
+pub use recorder::{Recorded, Recorder};
 pub use sample::{RailInfo, Sample};
-pub use sampler::{start_sampler, start_with_sensors, Gap, SamplerHandle, SamplerOptions};
+pub use sampler::{
+    start_sampler, start_with_sensors, Gap, RingCursor, SamplerHandle, SamplerOptions,
+};
 pub use sensor::{ErrorKind, Sensor, SensorError, SensorInfo};
 pub use spec::{SensorSpec, SpecError};
 pub use stats::{RailStats, SamplerStats};

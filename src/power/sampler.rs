@@ -120,6 +120,25 @@ struct Ring {
     buf: VecDeque<Sample>,
     capacity: usize,
     overflows: u64,
+    /// Samples ever pushed: the sequence number of the next one. The oldest sample
+    /// in `buf` is number `pushed - buf.len()`.
+    pushed: u64,
+}
+
+impl Ring {
+    /// Sequence number of `buf[0]`.
+    fn first_seq(&self) -> u64 {
+        self.pushed - self.buf.len() as u64
+    }
+}
+
+/// Where a reader stands in each sampler thread's ring (see
+/// [`SamplerHandle::read_since`]): the next sequence number to read, and the end of
+/// the last sample read, per thread.
+#[derive(Debug, Clone, Default)]
+pub struct RingCursor {
+    next_seq: Vec<u64>,
+    last_after_ns: Vec<Option<u64>>,
 }
 
 #[derive(Default)]
@@ -134,6 +153,8 @@ struct ThreadState {
 
 struct ThreadShared {
     name: String,
+    /// The rails this thread reads (for gaps a ring overflow leaves).
+    rails: Vec<u16>,
     ring: Mutex<Ring>,
     state: Mutex<ThreadState>,
     cpu_ns: AtomicU64,
@@ -199,6 +220,12 @@ impl Slot {
     }
 }
 
+/// Cycles between deliberately early polls that re-bracket a gated chip's phase
+/// (each costs an empty read and a wake-up). A poll that comes early by itself (a
+/// chip whose oscillator runs slow) re-brackets at once, and a missed conversion
+/// forces one.
+const REBRACKET_CYCLES: u32 = 16;
+
 /// Builds the configured sensors, initialises them, and starts one sampler thread per
 /// bus. A device that answers as the wrong chip, or cannot be configured, fails here;
 /// one that does not answer yet is retried by its thread (with a gap recorded).
@@ -250,8 +277,9 @@ pub fn start_with_sensors(
                 Some(1_000_000)
             }
         };
+        let sensor_period_ns = sensor.period_ns().max(1);
         let slot = Slot {
-            period_ns: sensor.period_ns().max(1),
+            period_ns: sensor_period_ns,
             gated: sensor.gated(),
             sensor,
             base,
@@ -279,10 +307,15 @@ pub fn start_with_sensors(
     for (group, slots) in groups {
         let shared = Arc::new(ThreadShared {
             name: group.clone(),
+            rails: slots
+                .iter()
+                .flat_map(|s| s.base..s.base + s.rails)
+                .collect(),
             ring: Mutex::new(Ring {
                 buf: VecDeque::with_capacity(opts.ring_capacity.min(1 << 16)),
                 capacity: opts.ring_capacity.max(1),
                 overflows: 0,
+                pushed: 0,
             }),
             state: Mutex::new(ThreadState::default()),
             cpu_ns: AtomicU64::new(0),
@@ -546,10 +579,14 @@ fn service(
         }
         slot.c_est = Some(c_est);
         let margin = (slot.bracket_ns / 2 + 10_000).clamp(10_000, (period / 4).max(10_000));
+        if missed > 0 {
+            // The chip may be faster than estimated: re-bracket now.
+            slot.since_bracket = REBRACKET_CYCLES;
+        }
         let target = if bracketed {
             slot.since_bracket = 0;
             c_est + period + margin
-        } else if slot.since_bracket >= 8 || slot.bracket_ns == 0 {
+        } else if slot.since_bracket >= REBRACKET_CYCLES || slot.bracket_ns == 0 {
             // Deliberately early: expect one empty poll, which re-brackets the phase.
             slot.since_bracket = 0;
             c_est + period - period / 8
@@ -630,6 +667,7 @@ fn service(
             ring.overflows += 1;
         }
         ring.buf.push_back(*s);
+        ring.pushed += 1;
     }
 }
 
@@ -729,6 +767,71 @@ impl SamplerHandle {
         }
         out.sort_by_key(|s| (s.t_ns(), s.rail));
         out
+    }
+
+    /// Samples with `t_ns() >= from_ns` still in the rings (sorted by `t_ns`), and a
+    /// cursor just after the newest of them: each ring is read and its position taken
+    /// under one lock, so [`read_since`](Self::read_since) from that cursor neither
+    /// repeats nor skips a sample.
+    pub fn window_from(&self, from_ns: u64) -> (Vec<Sample>, RingCursor) {
+        let mut out = Vec::new();
+        let mut cursor = RingCursor::default();
+        for t in &self.inner.threads {
+            let ring = lock(&t.ring);
+            let lo = ring.buf.partition_point(|s| s.t_ns() < from_ns);
+            out.extend(ring.buf.range(lo..).copied());
+            cursor.next_seq.push(ring.pushed);
+            cursor
+                .last_after_ns
+                .push(ring.buf.back().map(|s| s.t_after_ns));
+        }
+        out.sort_by_key(|s| (s.t_ns(), s.rail));
+        (out, cursor)
+    }
+
+    /// Appends the samples pushed since `cursor` to `out` (each thread's in push
+    /// order, threads one after the other) and advances the cursor. Samples the ring
+    /// overwrote before this read are returned as gaps on that thread's rails, from
+    /// the last sample read to the first one still there.
+    pub fn read_since(&self, cursor: &mut RingCursor, out: &mut Vec<Sample>) -> Vec<Gap> {
+        let n = self.inner.threads.len();
+        cursor.next_seq.resize(n, 0);
+        cursor.last_after_ns.resize(n, None);
+        let mut lost = Vec::new();
+        for (i, t) in self.inner.threads.iter().enumerate() {
+            let ring = lock(&t.ring);
+            let first = ring.first_seq();
+            let want = cursor.next_seq[i];
+            if want < first {
+                let missing = first - want;
+                let end = ring
+                    .buf
+                    .front()
+                    .map(|s| s.t_before_ns)
+                    .unwrap_or_else(monotonic_ns);
+                let start = cursor.last_after_ns[i].unwrap_or(end);
+                for &rail in &t.rails {
+                    lost.push(Gap {
+                        rail,
+                        start_ns: start,
+                        end_ns: end,
+                        reason: format!(
+                            "sampler ring overflowed: {missing} samples of thread {} were overwritten before they were read (raise power.ring_capacity)",
+                            t.name
+                        ),
+                    });
+                }
+            }
+            let skip = want.saturating_sub(first).min(ring.buf.len() as u64) as usize;
+            out.extend(ring.buf.range(skip..).copied());
+            if let Some(last) = ring.buf.back() {
+                if skip < ring.buf.len() {
+                    cursor.last_after_ns[i] = Some(last.t_after_ns);
+                }
+            }
+            cursor.next_seq[i] = ring.pushed;
+        }
+        lost
     }
 
     /// Gaps overlapping `[from_ns, to_ns]`; a gap still open ends at now.

@@ -220,6 +220,11 @@ pub struct SensorSpec {
     /// sim: injected faults.
     #[serde(default)]
     pub faults: Vec<FaultSpec>,
+    /// sim: how far the chip's conversion clock is off its nominal period, %
+    /// (−15 … 15; the INA219's 12-bit conversion is 532 µs typical, 586 µs max, so
+    /// real parts are up to ~10 % slow). Default 0.
+    #[serde(default)]
+    pub clock_error_pct: Option<f64>,
 }
 
 /// A `[[power.sensors]]` entry that cannot work.
@@ -352,6 +357,17 @@ impl SensorSpec {
                     "[...]".into(),
                     "no faults: only kind 'sim' takes them",
                 ));
+            }
+            if let Some(e) = self.clock_error_pct {
+                return Err(invalid(
+                    "clock_error_pct",
+                    e.to_string(),
+                    "no clock_error_pct: only kind 'sim' takes one",
+                ));
+            }
+        } else if let Some(e) = self.clock_error_pct {
+            if !(-15.0..=15.0).contains(&e) {
+                return Err(invalid("clock_error_pct", e.to_string(), "-15 ..= 15 (%)"));
             }
         }
         let addr_range = match chip {
@@ -577,6 +593,7 @@ impl SensorSpec {
             ("chip", self.chip.is_some()),
             ("load", !self.load.is_empty()),
             ("faults", !self.faults.is_empty()),
+            ("clock_error_pct", self.clock_error_pct.is_some()),
         ] {
             if present {
                 return Err(SpecError::Invalid {
@@ -691,7 +708,34 @@ mod tests {
             chip: None,
             load: vec![],
             faults: vec![],
+            clock_error_pct: None,
         }
+    }
+
+    #[test]
+    fn clock_error_is_for_simulators_and_bounded() {
+        let mut s: SensorSpec = toml::from_str(
+            r#"
+            kind = "sim"
+            chip = "ina219"
+            shunt_ohms = 0.1
+            rails = ["5V_IN"]
+            load = [{ source = "constant", current_a = 0.5, bus_v = 5.0 }]
+            clock_error_pct = 8.0
+            "#,
+        )
+        .expect("parses");
+        assert!(s.validate("power.sensors[0]").is_ok());
+        s.clock_error_pct = Some(20.0);
+        let e = s.validate("power.sensors[0]").unwrap_err().to_string();
+        assert!(
+            e.contains("clock_error_pct") && e.contains("-15 ..= 15"),
+            "{e}"
+        );
+        let mut hw = ina219();
+        hw.clock_error_pct = Some(1.0);
+        let e = hw.validate("power.sensors[0]").unwrap_err().to_string();
+        assert!(e.contains("only kind 'sim'"), "{e}");
     }
 
     #[test]

@@ -1,10 +1,10 @@
-//! The one place where a trace meets the live sampler: copy the job's window (idle
-//! baseline included) out of the sampler's rings, with its gaps and stats, and the
-//! thermal recorder's readings. Everything downstream (energy, store, export) works
+//! The one place where a trace meets the live sampler: the job's window (idle
+//! baseline included), from the job's [`Recorded`] samples or else straight out of
+//! the sampler's rings, with its gaps and stats, and the thermal recorder's readings. Everything downstream (energy, store, export) works
 //! on the plain `Trace` and never sees the sampler.
 
 use crate::clock::ClockAnchor;
-use crate::power::SamplerHandle;
+use crate::power::{Recorded, SamplerHandle};
 
 use super::energy::EnergyOptions;
 use super::thermal::ThermalRecorder;
@@ -25,10 +25,13 @@ pub struct JobCapture<'a> {
 
 /// Builds the job's trace from the sampler (and the thermal recorder, when one
 /// runs). Call it once the job is done and `opts.max_gap_ns` has passed, so the
-/// samples after the last marker are in the rings.
+/// samples after the last marker have been read. With `recorded` (a
+/// [`Recorder`](crate::power::Recorder) that ran through the job) the samples come from
+/// it and a job of any length is whole; without, from what the rings still hold.
 pub fn capture(
     job: &JobCapture<'_>,
     sampler: &SamplerHandle,
+    recorded: Option<Recorded>,
     thermal: Option<&ThermalRecorder>,
     opts: &EnergyOptions,
 ) -> Trace {
@@ -40,10 +43,22 @@ pub fn capture(
         return trace;
     };
     let w = opts.capture_window(start, end);
-    trace.extend_samples(sampler.window(w.start_ns, w.end_ns));
+    let in_window = |t: u64| w.start_ns <= t && t <= w.end_ns;
+    let mut lost = Vec::new();
+    match recorded {
+        Some(r) => {
+            trace.extend_samples(r.samples.into_iter().filter(|s| in_window(s.t_ns())));
+            lost = r.lost;
+        }
+        None => trace.extend_samples(sampler.window(w.start_ns, w.end_ns)),
+    }
     trace.gaps = sampler
         .gaps(w.start_ns, w.end_ns)
         .into_iter()
+        .chain(
+            lost.into_iter()
+                .filter(|g| g.end_ns >= w.start_ns && g.start_ns <= w.end_ns),
+        )
         .map(|g| Gap {
             rail: g.rail,
             start_ns: g.start_ns,

@@ -44,6 +44,13 @@ impl Ina219Model {
         m
     }
 
+    /// The chip's conversion clock runs `pct` % slow (positive) or fast (negative)
+    /// against its nominal timing, like a real part's internal oscillator.
+    pub fn with_clock_error_pct(mut self, pct: f64) -> Self {
+        self.clock.set_error_pct(pct);
+        self
+    }
+
     /// Catches the conversion state up to `now_ns`.
     fn advance(&mut self, now_ns: u64) {
         let cfg = Config::from_bits(self.config);

@@ -44,6 +44,13 @@ impl Ina3221Model {
         self
     }
 
+    /// The chip's conversion clock runs `pct` % slow (positive) or fast (negative)
+    /// against its nominal timing, like a real part's internal oscillator.
+    pub fn with_clock_error_pct(mut self, pct: f64) -> Self {
+        self.clock.set_error_pct(pct);
+        self
+    }
+
     fn advance(&mut self, now_ns: u64) {
         let cfg = Config::from_bits(self.regs[0]);
         let (period, continuous) = (cfg.conversion_period_ns(), cfg.mode & 0b100 != 0);

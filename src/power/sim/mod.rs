@@ -20,7 +20,7 @@ use embedded_hal::i2c::{ErrorKind, ErrorType, I2c, NoAcknowledgeSource, Operatio
 use serde::Serialize;
 
 use crate::clock::monotonic_ns;
-use crate::power::timing::precise_sleep_until_ns;
+use crate::power::timing::{precise_sleep_until_ns, thread_cpu_ns};
 pub use faults::FaultSchedule;
 
 /// What a chip model does with register traffic; `now_ns` is when the bytes reach it.
@@ -59,6 +59,12 @@ pub struct SimCounters {
     /// Data-register reads of a conversion that had already been read (a reader
     /// not gating on CNVR/CVRF would make these: the benchmark's ground truth).
     pub duplicate_reads: AtomicU64,
+    /// Wire-time sleeps taken.
+    pub wire_waits: AtomicU64,
+    /// CPU time (CLOCK_THREAD_CPUTIME_ID) the calling thread spent inside wire-time
+    /// sleeps, ns: what blocking on the simulated bus cost, which on hardware is the
+    /// I2C driver's blocking transfer instead (separated in the sampler benchmark).
+    pub wire_wait_cpu_ns: AtomicU64,
 }
 
 /// A snapshot of `SimCounters`.
@@ -80,6 +86,10 @@ pub struct SimStats {
     pub brown_outs: u64,
     /// Reads of an already-read conversion.
     pub duplicate_reads: u64,
+    /// Wire-time sleeps taken.
+    pub wire_waits: u64,
+    /// CPU time spent in wire-time sleeps, ns.
+    pub wire_wait_cpu_ns: u64,
 }
 
 impl SimCounters {
@@ -95,6 +105,8 @@ impl SimCounters {
             stuck_timeouts: l(&self.stuck_timeouts),
             brown_outs: l(&self.brown_outs),
             duplicate_reads: l(&self.duplicate_reads),
+            wire_waits: l(&self.wire_waits),
+            wire_wait_cpu_ns: l(&self.wire_wait_cpu_ns),
         }
     }
 }
@@ -180,7 +192,13 @@ impl<M: RegisterModel> SimI2c<M> {
 
     fn wait(&self, until_ns: u64) {
         if self.realtime {
+            let cpu0 = thread_cpu_ns();
             precise_sleep_until_ns(until_ns);
+            let spent = thread_cpu_ns().saturating_sub(cpu0);
+            self.counters.wire_waits.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .wire_wait_cpu_ns
+                .fetch_add(spent, Ordering::Relaxed);
         }
     }
 }
@@ -295,6 +313,8 @@ struct ConversionClock {
     done: u64,
     /// Conversions completed since creation.
     total: u64,
+    /// The chip's oscillator error, parts per million of the period (+ = slow).
+    error_ppm: i64,
 }
 
 impl ConversionClock {
@@ -304,7 +324,13 @@ impl ConversionClock {
             t0_ns: now_ns,
             done: 0,
             total: 0,
+            error_ppm: 0,
         }
+    }
+
+    /// The oscillator runs `pct` % slow (positive) or fast (negative).
+    fn set_error_pct(&mut self, pct: f64) {
+        self.error_ppm = (pct * 10_000.0).round() as i64;
     }
 
     /// Restarts the sequence at `now_ns` (configuration write, POR).
@@ -321,6 +347,8 @@ impl ConversionClock {
     /// Catches up to `now_ns`: when conversions completed since the last call, returns
     /// when the latest one did.
     fn advance(&mut self, now_ns: u64, period_ns: u64, continuous: bool) -> Option<u64> {
+        let period_ns = (i128::from(period_ns) * i128::from(1_000_000 + self.error_ppm) / 1_000_000)
+            .max(0) as u64;
         if period_ns == 0 || now_ns < self.t0_ns {
             return None;
         }
