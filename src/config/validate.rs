@@ -237,6 +237,20 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     if p.idle_rate_hz != 0 {
         range("power.idle_rate_hz", p.idle_rate_hz, 1, 1000)
             .map_err(|e| with_off(e, "0 (always the full rate) or "))?;
+        // The idle baseline before a job is read out of the ring: it must fit (all
+        // rails on one thread, plus a second for the recorder to start).
+        let rails: usize = p.sensors.iter().map(|s| s.rails.len().max(1)).sum();
+        let needed = (p.idle_window_ms / 1000 + 1) as usize * p.idle_rate_hz as usize * rails;
+        if !p.sensors.is_empty() && p.ring_capacity < needed {
+            return Err(invalid(
+                "power.ring_capacity",
+                p.ring_capacity,
+                format!(
+                    "at least {needed} samples to hold the idle window (power.idle_window_ms = {} at power.idle_rate_hz = {} on {rails} rails), or a shorter idle window",
+                    p.idle_window_ms, p.idle_rate_hz
+                ),
+            ));
+        }
     }
     if p.live_interval_ms != 0 {
         range("power.live_interval_ms", p.live_interval_ms, 100, 3_600_000)
@@ -439,6 +453,33 @@ mod tests {
         assert!(err(&c).contains(
             "'1001' for key 'power.idle_rate_hz': expected 0 (always the full rate) or 1..=1000"
         ));
+    }
+
+    #[test]
+    fn ring_must_hold_the_idle_window() {
+        let mut c = Config::default();
+        c.power.sensors = vec![toml::from_str(
+            r#"
+            kind = "sim"
+            chip = "ina3221"
+            shunt_ohms = [0.1, 0.1, 0.1]
+            rails = ["A", "B", "C"]
+            load = [{ source = "constant", current_a = 0.5, bus_v = 5.0 },
+                    { source = "constant", current_a = 0.5, bus_v = 5.0 },
+                    { source = "constant", current_a = 0.5, bus_v = 5.0 }]
+            "#,
+        )
+        .expect("sensor")];
+        c.validate().unwrap();
+        // 10 minutes at 20 Hz on 3 rails: 36060 samples.
+        c.power.idle_window_ms = 600_000;
+        let e = err(&c);
+        assert!(
+            e.contains("power.ring_capacity") && e.contains("36060") && e.contains("idle window"),
+            "{e}"
+        );
+        c.power.ring_capacity = 40_000;
+        c.validate().unwrap();
     }
 
     #[test]
