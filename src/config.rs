@@ -308,11 +308,24 @@ impl Default for LimitsConfig {
 }
 
 /// `[jobs]`
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct JobsConfig {
     /// What happens to a job found `running` after a crash.
     pub on_crash: OnCrash,
+    /// On SIGTERM, how long the running job may go on before it is canceled and put
+    /// back in the queue for the next start, s. Keep it below the unit's
+    /// `TimeoutStopSec` (90 s) minus a few seconds for publishing `offline`.
+    pub drain_timeout_s: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            on_crash: OnCrash::default(),
+            drain_timeout_s: 30,
+        }
+    }
 }
 
 /// Policy for jobs interrupted by a crash.

@@ -266,6 +266,9 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
         .map_err(|e| with_off(e, "0 (off) or "))?;
     }
 
+    // [jobs]
+    range("jobs.drain_timeout_s", c.jobs.drain_timeout_s, 0, 3600)?;
+
     // [store]
     if c.store.path.as_os_str().is_empty() {
         return Err(invalid("store.path", "", "a file path"));

@@ -117,7 +117,7 @@ impl Settings {
             store_path: cfg.store.path.clone(),
             on_crash: cfg.jobs.on_crash,
             power: cfg.power.clone(),
-            drain_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(cfg.jobs.drain_timeout_s),
             max_age_days: cfg.store.max_age_days,
             store_max_bytes: cfg.store.max_bytes,
         })
