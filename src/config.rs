@@ -202,6 +202,9 @@ pub struct ModelsConfig {
     pub memory_budget_mib: Option<u64>,
     /// Seconds an idle model stays loaded; 0 = unload after each job, negative = keep.
     pub keep_alive_s: i64,
+    /// Models loaded at start, before the daemon reports ready (so the first job pays
+    /// no load time); they then stay per `keep_alive_s` (negative keeps them).
+    pub preload: Vec<String>,
 }
 
 impl Default for ModelsConfig {
@@ -210,6 +213,7 @@ impl Default for ModelsConfig {
             dir: PathBuf::from("models"),
             memory_budget_mib: None,
             keep_alive_s: 300,
+            preload: Vec::new(),
         }
     }
 }

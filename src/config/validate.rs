@@ -182,6 +182,15 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     }
 
     // [models]
+    for (i, name) in c.models.preload.iter().enumerate() {
+        if let Err(e) = crate::infer::registry::validate_name(name) {
+            return Err(invalid(
+                &format!("models.preload[{i}]"),
+                name,
+                format!("a model name (a .gguf file stem in models.dir): {e}"),
+            ));
+        }
+    }
     if c.models.dir.as_os_str().is_empty() {
         return Err(invalid("models.dir", "", "a directory path"));
     }
@@ -483,6 +492,16 @@ mod tests {
         );
         c.power.ring_capacity = 40_000;
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn preload_takes_model_names_not_paths() {
+        let mut c = Config::default();
+        c.models.preload = vec!["SmolLM2-135M-Instruct.Q4_1".into()];
+        c.validate().unwrap();
+        c.models.preload.push("../etc/passwd".into());
+        let e = err(&c);
+        assert!(e.contains("models.preload[1]") && e.contains("model name"), "{e}");
     }
 
     #[test]

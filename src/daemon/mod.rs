@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::infer::Engine;
+use crate::infer::{Engine, PromptInput};
 use crate::jobs::journal::{Journal, SharedJournal};
 use crate::jobs::mqtt::{self, SessionHandle};
 use crate::jobs::protocol::Topics;
@@ -127,6 +127,7 @@ async fn run_inner(
     systemd::status("starting the inference engine");
     let engine = Engine::start(settings.engine.clone(), root.child_token())
         .context("cannot start the inference engine")?;
+    preload(&engine, &settings.preload).await?;
     let models: Vec<String> = engine.list_models().into_iter().map(|m| m.name).collect();
     tracing::info!(
         "models in '{}': {:?}",
@@ -220,5 +221,29 @@ async fn run_inner(
     work.cancel();
     let _ = ctx.session.disconnect().await;
     systemd::status("stopped");
+    Ok(())
+}
+
+/// Loads `models.preload` before the daemon reports ready, asking systemd for more
+/// start time while each one loads (a multi-GB GGUF on an SD card takes a while).
+/// Loading goes through a tokenization, which also builds llama.cpp's lazy tables.
+async fn preload(engine: &Engine, names: &[String]) -> anyhow::Result<()> {
+    for name in names {
+        systemd::status(&format!("loading model '{name}'"));
+        systemd::extend_timeout(Duration::from_secs(300));
+        let (e, n) = (engine.clone(), name.clone());
+        let t0 = std::time::Instant::now();
+        tokio::task::spawn_blocking(move || {
+            e.tokenize_blocking(&n, PromptInput::Prompt("Hello".into()))
+        })
+        .await
+        .context("model preload task failed")?
+        .with_context(|| format!("models.preload: cannot load '{name}'"))?;
+        tracing::info!(
+            model = %name,
+            load_ms = t0.elapsed().as_millis() as u64,
+            "model preloaded"
+        );
+    }
     Ok(())
 }

@@ -26,6 +26,8 @@ pub struct Settings {
     pub session: SessionOptions,
     /// Engine settings.
     pub engine: EngineConfig,
+    /// Models to load before reporting ready.
+    pub preload: Vec<String>,
     /// Payload limits.
     pub limits: Limits,
     /// Jobs waiting behind the running one.
@@ -104,6 +106,7 @@ impl Settings {
                 load_progress: false,
                 llama_perf: false,
             },
+            preload: cfg.models.preload.clone(),
             limits: Limits {
                 max_payload_bytes: cfg.limits.max_payload_bytes,
                 max_prompt_bytes: cfg.limits.max_prompt_bytes,
