@@ -14,7 +14,7 @@ MODEL_FILE  := models/$(MODEL_NAME).gguf
 MODEL_SHA256 := b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 APT_PKGS    := build-essential cmake clang libclang-dev pkg-config mosquitto python3-pip unzip
 
-.PHONY: all build model demo test bench lint fmt deps clean-model fuzz
+.PHONY: all build model demo test bench bench-daemon lint fmt deps clean-model fuzz
 
 all: build
 
@@ -44,6 +44,15 @@ test: model
 ## bench: edgewatt vs llama-bench (same llama.cpp), pp512/tg128, 5 reps, alternating
 bench: model build
 	@bash bench/compare.sh "$(MODEL_FILE)"
+
+## bench-daemon: the packaged (dist) binary as a daemon: latency, idle CPU, RSS breakdown
+# The bench itself builds in release (llama.cpp already compiled there); the daemon it
+# measures is the dist binary, the one `make deb` and the cross builds ship.
+# BENCH_DAEMON_ARGS passes options, e.g. BENCH_DAEMON_ARGS="--jobs 20 --verbose".
+DIST_BIN    := $(or $(CARGO_TARGET_DIR),target)/dist/edgewatt
+bench-daemon: model
+	$(CARGO) build --locked --profile dist --bin edgewatt
+	$(CARGO) run --release --locked --example daemon_bench -- --daemon-bin $(DIST_BIN) $(BENCH_DAEMON_ARGS)
 
 ## fuzz: the long job-parser property run (10^6 cases)
 fuzz:
