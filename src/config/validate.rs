@@ -501,7 +501,10 @@ mod tests {
         c.validate().unwrap();
         c.models.preload.push("../etc/passwd".into());
         let e = err(&c);
-        assert!(e.contains("models.preload[1]") && e.contains("model name"), "{e}");
+        assert!(
+            e.contains("models.preload[1]") && e.contains("model name"),
+            "{e}"
+        );
     }
 
     #[test]
