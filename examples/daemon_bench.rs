@@ -34,21 +34,18 @@ const P: &str = "edgewatt";
 /// The target for RSS beyond the model (mapping + llama.cpp's tables for it).
 const TARGET_BEYOND_MODEL_MB: f64 = 15.0;
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn arg_str(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
         .cloned()
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    arg_str(name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn flag(name: &str) -> bool {
@@ -380,13 +377,9 @@ impl Drop for DaemonProcess {
     }
 }
 
+/// utime + stime of a whole process.
 fn ticks(pid: u32) -> u64 {
-    // utime + stime, fields 14 and 15 of /proc/PID/stat (after the ')' of comm).
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+    ticks_of(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
 }
 
 /// CPU ticks per thread name (summed over threads of the same name).
@@ -403,13 +396,12 @@ fn thread_ticks(pid: u32) -> std::collections::BTreeMap<String, u64> {
             .and_then(|(_, r)| r.rsplit_once(')'))
             .map(|(n, _)| n.to_string())
             .unwrap_or_default();
-        let tid = e.file_name().to_string_lossy().into_owned();
         *out.entry(name).or_insert(0) += ticks_of(&s);
-        let _ = tid;
     }
     out
 }
 
+/// utime + stime from a `stat` line: fields 14 and 15 (after the ')' of comm).
 fn ticks_of(s: &str) -> u64 {
     let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -525,7 +517,7 @@ async fn bench(
     let (t1, w1) = (ticks(pid), Instant::now());
     let cpu = (t1 - t0) as f64 / hz / (w1 - w0).as_secs_f64() * 100.0;
     println!("idle CPU of the daemon over {idle_s} s: {cpu:.2} % of one core  (target < 1 %)");
-    if std::env::args().any(|a| a == "--verbose") {
+    if flag("--verbose") {
         let (t0, w0) = (thread_ticks(pid), Instant::now());
         c.pump(Duration::from_secs(idle_s)).await;
         let t1 = thread_ticks(pid);
@@ -540,14 +532,10 @@ async fn bench(
         let mut cur = String::new();
         let mut rows: Vec<(u64, String)> = Vec::new();
         for l in smaps.lines() {
-            let first = l.split_whitespace().next().unwrap_or("");
-            if first.contains('-') && !first.ends_with(':') {
+            if is_mapping_header(l) {
                 cur = l.to_string();
             } else if let Some(v) = l.strip_prefix("Rss:") {
-                rows.push((
-                    v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0),
-                    cur.clone(),
-                ));
+                rows.push((parse_kb(v).unwrap_or(0), cur.clone()));
             }
         }
         rows.sort_by_key(|r| std::cmp::Reverse(r.0));

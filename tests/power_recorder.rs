@@ -2,29 +2,20 @@
 //! than the ring holds every sample, in order, once; a recording starved for longer
 //! than the ring lasts reports the overwritten span as a gap instead of hiding it.
 
+mod power_common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use edgewatt::clock::monotonic_ns;
-use edgewatt::power::{start_sampler, Recorder, SamplerOptions, SensorSpec};
+use edgewatt::power::{start_sampler, Recorder, SamplerOptions};
+use power_common::{spec, INA219_SIM};
 use tokio_util::sync::CancellationToken;
 
-const INA219_SIM: &str = r#"
-kind = "sim"
-chip = "ina219"
-shunt_ohms = 0.1
-max_current_a = 3.2
-adc_bits = 12
-rails = ["5V_IN"]
-total = true
-load = [{ source = "square", low_a = 0.2, high_a = 0.8, period_ms = 50.0, bus_v = 5.0 }]
-"#;
-
 fn sampler(ring_capacity: usize) -> Arc<edgewatt::power::SamplerHandle> {
-    let spec: SensorSpec = toml::from_str(INA219_SIM).expect("spec");
     Arc::new(
         start_sampler(
-            &[spec],
+            &[spec(INA219_SIM)],
             SamplerOptions {
                 ring_capacity,
                 ..SamplerOptions::default()

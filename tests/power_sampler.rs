@@ -2,10 +2,13 @@
 //! duplicates, the ring and its windows, injected faults counted with gaps left and
 //! sampling continuing, brown-out recovery, prompt shutdown, idle rate mode.
 
+mod power_common;
+
 use std::time::Duration;
 
 use edgewatt::clock::monotonic_ns;
-use edgewatt::power::{start_sampler, PowerError, SamplerOptions, SensorSpec};
+use edgewatt::power::{start_sampler, PowerError, SamplerOptions};
+use power_common::{spec, INA219_SIM};
 use tokio_util::sync::CancellationToken;
 
 /// SCHED_FIFO where the test runner may have it (root, CAP_SYS_NICE); elsewhere the
@@ -16,21 +19,6 @@ fn rt_options() -> SamplerOptions {
         ..Default::default()
     }
 }
-
-fn spec(text: &str) -> SensorSpec {
-    toml::from_str(text).expect("spec parses")
-}
-
-const INA219_SIM: &str = r#"
-kind = "sim"
-chip = "ina219"
-shunt_ohms = 0.1
-max_current_a = 3.2
-adc_bits = 12
-rails = ["5V_IN"]
-total = true
-load = [{ source = "square", low_a = 0.2, high_a = 0.8, period_ms = 50.0, bus_v = 5.0 }]
-"#;
 
 #[test]
 fn ina219_sim_sampled_at_conversion_rate_without_duplicates() {

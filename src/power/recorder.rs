@@ -42,8 +42,9 @@ impl State {
     }
 }
 
-/// A running recording; [`Recorder::finish`] stops it and returns the samples.
-/// Dropped unfinished, it stops its thread and discards them.
+/// A running recording; [`Recorder::finish`] stops it (joining its thread: call it
+/// off the async runtime) and returns the samples. Dropped unfinished, it tells its
+/// thread to stop and discards them.
 pub struct Recorder {
     sampler: Arc<SamplerHandle>,
     state: Arc<Mutex<State>>,
@@ -117,7 +118,13 @@ impl Recorder {
 }
 
 impl Drop for Recorder {
+    /// Unfinished (a job that failed or was requeued): stop the thread without
+    /// waiting for it, so dropping never blocks the async runtime; it owns only
+    /// shared handles and exits on its next wake-up, which the unpark makes now.
     fn drop(&mut self) {
-        self.halt();
+        self.stop.cancel();
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+        }
     }
 }
