@@ -242,7 +242,9 @@ async fn cancel_queued_and_running() {
         "queued job never ran"
     );
 
-    // Cancel the running one: canceled, with the tokens so far.
+    // Cancel the running one: canceled, with the tokens so far. The `decode` status
+    // comes as decoding starts; give it time for a first token on a loaded CI box.
+    c.pump(Duration::from_millis(300)).await;
     c.publish(&format!("{P}/{dev}/job/run-1/cancel"), "", None)
         .await;
     let r = c
