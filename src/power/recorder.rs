@@ -96,7 +96,11 @@ impl Recorder {
     /// Stops the drain thread, takes the last samples and returns everything,
     /// sorted by `(t_ns, rail)`.
     pub fn finish(mut self) -> Recorded {
-        self.halt();
+        self.stop.cancel();
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
         let mut st = lock(&self.state);
         st.drain(&self.sampler);
         let mut samples = std::mem::take(&mut st.samples);
@@ -105,14 +109,6 @@ impl Recorder {
         Recorded {
             samples,
             lost: std::mem::take(&mut st.lost),
-        }
-    }
-
-    fn halt(&mut self) {
-        self.stop.cancel();
-        if let Some(t) = self.thread.take() {
-            t.thread().unpark();
-            let _ = t.join();
         }
     }
 }

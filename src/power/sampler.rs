@@ -824,10 +824,8 @@ impl SamplerHandle {
             }
             let skip = want.saturating_sub(first).min(ring.buf.len() as u64) as usize;
             out.extend(ring.buf.range(skip..).copied());
-            if let Some(last) = ring.buf.back() {
-                if skip < ring.buf.len() {
-                    cursor.last_after_ns[i] = Some(last.t_after_ns);
-                }
+            if skip < ring.buf.len() {
+                cursor.last_after_ns[i] = ring.buf.back().map(|s| s.t_after_ns);
             }
             cursor.next_seq[i] = ring.pushed;
         }
