@@ -11,9 +11,15 @@
 //! duplicates (two samples from one conversion: must be 0), conversions missed,
 //! empty polls, read latency p50/p99, interval jitter p99, and the sampler thread's
 //! CPU as a percentage of one core (CLOCK_THREAD_CPUTIME_ID over wall time), split
-//! into the time spent blocked on the simulated bus (each register read sleeps its
-//! wire time, one timed wake-up each: on hardware that is the I2C driver's blocking
-//! transfer instead) and the sampler's own.
+//! into the time spent inside the simulated bus (each register read sleeps its wire
+//! time, one timed wake-up each, and runs the chip model: on hardware that is the I2C
+//! driver's blocking transfer instead) and the sampler's own.
+//!
+//! Beside each CPU figure it prints a floor measured on the same host, at the same
+//! priority, under the same load, just before and just after the scenario: a thread
+//! that does nothing but the same waits. A timed wake-up's CPU cost is the host's,
+//! not the sampler's (1–5 µs on bare metal, 15–35 µs on a nested VM), so the ratio
+//! to the floor is what says whether the sampler's own work is small.
 //!
 //! `--load busy` (default) runs a float matrix-multiply loop pinned to the last CPU;
 //! `--load llama` runs real llama.cpp generations with one thread on the crate's
@@ -30,6 +36,10 @@ use tokio_util::sync::CancellationToken;
 struct Scenario {
     name: &'static str,
     spec: String,
+    /// Register reads a fresh sample takes (INA219: bus with CNVR, shunt, power;
+    /// INA3221: Mask/Enable, 3 × shunt + bus, Mask/Enable again).
+    reads: u32,
+    bus_khz: u32,
 }
 
 fn scenarios() -> Vec<Scenario> {
@@ -64,18 +74,26 @@ load = [{{ source = "cpu", idle_w = 2.5, max_w = 8.5, bus_v = 5.0 }},
         Scenario {
             name: "ina219 12-bit shunt+bus @400kHz",
             spec: ina219.to_string(),
+            reads: 3,
+            bus_khz: 400,
         },
         Scenario {
             name: "ina219 12-bit, clock 8% slow",
             spec: format!("{ina219}clock_error_pct = 8.0\n"),
+            reads: 3,
+            bus_khz: 400,
         },
         Scenario {
             name: "ina3221 3ch x 140us @400kHz",
             spec: ina3221(400),
+            reads: 8,
+            bus_khz: 400,
         },
         Scenario {
             name: "ina3221 3ch x 140us @1MHz",
             spec: ina3221(1000),
+            reads: 8,
+            bus_khz: 1000,
         },
     ]
 }
@@ -161,14 +179,64 @@ struct Row {
     jitter_p99_us: f64,
     /// The sampler thread's CPU, all of it (CLOCK_THREAD_CPUTIME_ID ÷ wall).
     sampler_cpu_percent: f64,
-    /// Of that, inside the simulator's wire-time sleeps (on hardware: the I2C
-    /// driver's blocking transfers, whose cost depends on the board's kernel).
-    bus_wait_cpu_percent: f64,
+    /// Of that, inside the simulated I2C transactions: the wire-time sleep and the
+    /// chip model (on hardware: the I2C driver's blocking transfers, whose cost
+    /// depends on the board's kernel, and the chip itself).
+    bus_cpu_percent: f64,
     /// The sampler's own: scheduling, its one timed wait per conversion, conversion
     /// to units, stats, ring (total minus the simulated bus).
     own_cpu_percent: f64,
+    /// Measured just before and just after (mean), same priority and load: a
+    /// thread that does nothing but wake once per conversion period (the least any
+    /// sampler that reads every conversion without spinning pays on this host):
+    /// compare with `own`.
+    wake_floor_cpu_percent: f64,
+    /// The same, plus one wire-time sleep per register read a fresh sample takes,
+    /// like the simulated bus: the waits alone, with no sampler work; compare with
+    /// `sampler_cpu_percent`.
+    wait_floor_cpu_percent: f64,
     cpu_us_per_read: f64,
     errors: u64,
+}
+
+/// CPU (% of one core) of a thread that only sleeps: to the next period, once per
+/// `period_ns`, then `reads` sleeps of `wire_ns` back to back (as the simulated bus
+/// does), for `ms`, with the sampler's timer slack, priority and pinning.
+fn wake_floor(
+    period_ns: u64,
+    reads: u32,
+    wire_ns: u64,
+    ms: u64,
+    rt: Option<i32>,
+    pin: Option<usize>,
+) -> f64 {
+    use edgewatt::power::timing::{
+        pin_to_cpu, precise_sleep_until_ns, set_precise_timer_slack, set_realtime_priority,
+        thread_cpu_ns,
+    };
+    std::thread::spawn(move || {
+        set_precise_timer_slack();
+        if let Some(p) = rt {
+            let _ = set_realtime_priority(p);
+        }
+        if let Some(c) = pin {
+            let _ = pin_to_cpu(c);
+        }
+        let (c0, t0) = (thread_cpu_ns(), monotonic_ns());
+        let mut deadline = t0;
+        while deadline < t0 + ms * 1_000_000 {
+            deadline += period_ns;
+            precise_sleep_until_ns(deadline);
+            let mut bus_free = monotonic_ns();
+            for _ in 0..reads {
+                bus_free += wire_ns;
+                precise_sleep_until_ns(bus_free);
+            }
+        }
+        (thread_cpu_ns() - c0) as f64 * 100.0 / (monotonic_ns() - t0) as f64
+    })
+    .join()
+    .unwrap_or(0.0)
 }
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
@@ -241,6 +309,25 @@ fn main() -> anyhow::Result<()> {
             realtime_priority: rt,
             ..Default::default()
         };
+        // The chip's period, from a sampler started only to ask; then the floor, alone
+        // on its core like the sampler will be.
+        let probe = start_sampler(
+            std::slice::from_ref(&spec),
+            opts.clone(),
+            CancellationToken::new(),
+        )?;
+        let period_ns = (probe.describe()[0].conversion_period_us * 1000.0) as u64;
+        probe.shutdown();
+        let period_ns = period_ns.max(1);
+        let wire_ns = edgewatt::power::sim::transaction_ns(&[(false, 1), (true, 2)], sc.bus_khz);
+        // Floors before and after the run (averaged): the host's wake-up cost drifts.
+        let floors = || {
+            (
+                wake_floor(period_ns, 0, 0, 1000, rt, pin_sampler),
+                wake_floor(period_ns, sc.reads, wire_ns, 1000, rt, pin_sampler),
+            )
+        };
+        let floors_before = floors();
         let h = start_sampler(&[spec], opts, CancellationToken::new())?;
         // Skip the first 200 ms (initialisation, phase lock).
         std::thread::sleep(Duration::from_millis(200));
@@ -258,7 +345,9 @@ fn main() -> anyhow::Result<()> {
         let stats = h.stats();
         let window = h.window(t0, t1);
         h.shutdown();
-        let period_ns = (h.describe()[0].conversion_period_us * 1000.0) as u64;
+        let floors_after = floors();
+        let floor_pct = (floors_before.0 + floors_after.0) / 2.0;
+        let wait_floor_pct = (floors_before.1 + floors_after.1) / 2.0;
         let span_s = (t1 - t0) as f64 / 1e9;
         let (cpu1, wall1) = stats
             .threads
@@ -267,7 +356,7 @@ fn main() -> anyhow::Result<()> {
             .unwrap_or((0, 1));
         let wall = (wall1 - cpu0[0].1).max(1) as f64;
         let cpu_pct = (cpu1 - cpu0[0].0) as f64 * 100.0 / wall;
-        let bus_pct = (sim1.wire_wait_cpu_ns - sim0.wire_wait_cpu_ns) as f64 * 100.0 / wall;
+        let bus_pct = (sim1.bus_cpu_ns - sim0.bus_cpu_ns) as f64 * 100.0 / wall;
         let chip_conversions = (sim1.conversions - sim0.conversions).max(1);
         for (i, rail) in h.rails().iter().enumerate() {
             let samples: Vec<_> = window.iter().filter(|s| usize::from(s.rail) == i).collect();
@@ -290,8 +379,10 @@ fn main() -> anyhow::Result<()> {
                 latency_p99_us: r.read_latency_p99_us,
                 jitter_p99_us: r.interval_jitter_p99_us,
                 sampler_cpu_percent: cpu_pct,
-                bus_wait_cpu_percent: bus_pct,
+                bus_cpu_percent: bus_pct,
                 own_cpu_percent: (cpu_pct - bus_pct).max(0.0),
+                wake_floor_cpu_percent: floor_pct,
+                wait_floor_cpu_percent: wait_floor_pct,
                 cpu_us_per_read: (cpu1 - cpu0[0].0) as f64 / 1000.0 / samples.len().max(1) as f64,
                 errors: r.errors_by_kind.values().sum(),
             });
@@ -317,12 +408,12 @@ fn main() -> anyhow::Result<()> {
         wake_late_ns as f64 / 1000.0
     );
     println!(
-        "{:<34} {:<15} {:>8} {:>9} {:>6} {:>6} {:>4} {:>6} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6} {:>7} {:>4}",
-        "scenario", "rail", "chip Hz", "unique/s", "ratio", "r/conv", "dup", "missed", "empty/s", "lat p50", "lat p99", "jit p99", "cpu %", "bus %", "own %", "µs/read", "err"
+        "{:<34} {:<15} {:>8} {:>9} {:>6} {:>6} {:>4} {:>6} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7} {:>4}",
+        "scenario", "rail", "chip Hz", "unique/s", "ratio", "r/conv", "dup", "missed", "empty/s", "lat p50", "lat p99", "jit p99", "cpu %", "floor%", "bus %", "own %", "floor%", "µs/read", "err"
     );
     for r in &rows {
         println!(
-            "{:<34} {:<15} {:>8.1} {:>9.1} {:>6.3} {:>6.3} {:>4} {:>6} {:>7.0} {:>7.0} {:>7.0} {:>7.0} {:>6.2} {:>6.2} {:>6.2} {:>7.1} {:>4}",
+            "{:<34} {:<15} {:>8.1} {:>9.1} {:>6.3} {:>6.3} {:>4} {:>6} {:>7.0} {:>7.0} {:>7.0} {:>7.0} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>7.1} {:>4}",
             r.scenario,
             r.rail,
             r.nominal_hz,
@@ -336,14 +427,19 @@ fn main() -> anyhow::Result<()> {
             r.latency_p99_us,
             r.jitter_p99_us,
             r.sampler_cpu_percent,
-            r.bus_wait_cpu_percent,
+            r.wait_floor_cpu_percent,
+            r.bus_cpu_percent,
             r.own_cpu_percent,
+            r.wake_floor_cpu_percent,
             r.cpu_us_per_read,
             r.errors
         );
     }
     println!("(latency and jitter in µs; ratio = unique ÷ chip conversion rate; r/conv = unique ÷ conversions the simulator completed;");
-    println!(" cpu % = the sampler thread's CPU; bus % = of it, inside the simulator's wire-time sleeps (one timed wake per");
-    println!(" register read: on hardware the I2C driver's blocking transfer instead); own % = cpu − bus, the sampler's own cost)");
+    println!(" cpu % = the sampler thread's CPU, and beside it the floor: a thread that does nothing but the same waits (one");
+    println!(" sleep per conversion period + one wire-time sleep per register read), measured before and after, same priority;");
+    println!(" bus % = of cpu %, inside the simulated I2C transactions (the chip model and one timed wake per register read: on");
+    println!(" hardware the I2C driver's blocking transfer instead); own % = cpu − bus, the sampler's own cost, and beside it");
+    println!(" its floor: a thread doing nothing but wake once per conversion period)");
     Ok(())
 }

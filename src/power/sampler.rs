@@ -31,7 +31,7 @@
 //! values, seen by the periodic health check) is handled the same way. Nothing here
 //! panics, and nothing here runs on the async runtime.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -145,10 +145,32 @@ pub struct RingCursor {
 struct ThreadState {
     gaps: VecDeque<Gap>,
     open_gaps: BTreeMap<u16, (u64, String)>,
-    rails: HashMap<u16, RailCounters>,
-    latest: HashMap<u16, Sample>,
+    /// This thread's rails, in order; `rails`, `latest` are parallel to it (a few
+    /// entries: a linear search beats hashing, and touches less memory per sample).
+    rail_ids: Vec<u16>,
+    rails: Vec<RailCounters>,
+    latest: Vec<Option<Sample>>,
     errors: BTreeMap<String, u64>,
     gap_count: u64,
+}
+
+impl ThreadState {
+    fn add_rail(&mut self, rail: u16, period_ns: u64) {
+        self.rail_ids.push(rail);
+        self.rails.push(RailCounters {
+            period_ns,
+            ..Default::default()
+        });
+        self.latest.push(None);
+    }
+
+    fn index(&self, rail: u16) -> Option<usize> {
+        self.rail_ids.iter().position(|&r| r == rail)
+    }
+
+    fn rail_mut(&mut self, rail: u16) -> Option<&mut RailCounters> {
+        self.index(rail).map(|i| &mut self.rails[i])
+    }
 }
 
 struct ThreadShared {
@@ -175,6 +197,8 @@ struct Inner {
     /// The sampler threads, to unpark an idle sleep on activation or shutdown.
     wake: Vec<std::thread::Thread>,
     cancel: CancellationToken,
+    /// Raised by `shutdown`: the threads stop at their next loop.
+    stopping: Arc<AtomicBool>,
     sims: Vec<(String, Arc<SimCounters>)>,
     /// Full rate (true) or idle rate; read by the threads before each sleep and read.
     active: Arc<AtomicBool>,
@@ -302,6 +326,7 @@ pub fn start_with_sensors(
     }
 
     let active = Arc::new(AtomicBool::new(true));
+    let stopping = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     let mut joins = Vec::new();
     for (group, slots) in groups {
@@ -326,13 +351,7 @@ pub fn start_with_sensors(
             let mut st = lock(&shared.state);
             for s in &slots {
                 for r in s.base..s.base + s.rails {
-                    st.rails.insert(
-                        r,
-                        RailCounters {
-                            period_ns: s.period_ns,
-                            ..Default::default()
-                        },
-                    );
+                    st.add_rail(r, s.period_ns);
                 }
             }
             for (base, n, e) in initial_failures
@@ -341,18 +360,15 @@ pub fn start_with_sensors(
             {
                 for r in *base..*base + *n {
                     st.open_gaps.insert(r, (now, e.to_string()));
-                    *st.rails
-                        .entry(r)
-                        .or_default()
-                        .errors
-                        .entry(e.kind.as_str().into())
-                        .or_default() += 1;
+                    if let Some(c) = st.rail_mut(r) {
+                        *c.errors.entry(e.kind.as_str().into()).or_default() += 1;
+                    }
                 }
                 *st.errors.entry(e.kind.as_str().into()).or_default() += 1;
             }
         }
         let t_shared = shared.clone();
-        let t_cancel = cancel.clone();
+        let t_stop = StopCheck::new(stopping.clone(), cancel.clone());
         let t_opts = opts.clone();
         let t_active = active.clone();
         let join = std::thread::Builder::new()
@@ -360,7 +376,7 @@ pub fn start_with_sensors(
                 "ew-sampler-{}",
                 group.rsplit('/').next().unwrap_or("bus")
             ))
-            .spawn(move || run_thread(t_shared, slots, t_opts, t_cancel, t_active))
+            .spawn(move || run_thread(t_shared, slots, t_opts, t_stop, t_active))
             .map_err(PowerError::Thread)?;
         threads.push(shared);
         joins.push(join);
@@ -373,6 +389,7 @@ pub fn start_with_sensors(
             wake: joins.iter().map(|j| j.thread().clone()).collect(),
             joins: Mutex::new(joins),
             cancel,
+            stopping,
             sims,
             active,
         }),
@@ -390,22 +407,56 @@ enum Woke {
     Cancelled,
 }
 
-/// Sleeps until `deadline_ns` in slices of at most 10 ms, ending early on cancel or,
+/// How often a sampler thread looks at the parent cancellation token, ns.
+const TOKEN_CHECK_NS: u64 = 5_000_000;
+
+/// When a sampler thread stops: at once when `shutdown` raised `stopping` (one atomic
+/// load before every sleep), or within [`TOKEN_CHECK_NS`] of the parent token being
+/// cancelled: checking the token takes its lock, which is not worth paying once per
+/// sample for a stop that may come a few ms late.
+struct StopCheck {
+    stopping: Arc<AtomicBool>,
+    token: CancellationToken,
+    next_token_check_ns: std::cell::Cell<u64>,
+}
+
+impl StopCheck {
+    fn new(stopping: Arc<AtomicBool>, token: CancellationToken) -> Self {
+        StopCheck {
+            stopping,
+            token,
+            next_token_check_ns: std::cell::Cell::new(0),
+        }
+    }
+
+    fn should_stop(&self, now_ns: u64) -> bool {
+        if self.stopping.load(Ordering::Relaxed) {
+            return true;
+        }
+        if now_ns < self.next_token_check_ns.get() {
+            return false;
+        }
+        self.next_token_check_ns.set(now_ns + TOKEN_CHECK_NS);
+        self.token.is_cancelled()
+    }
+}
+
+/// Sleeps until `deadline_ns` in slices of at most 10 ms, ending early on a stop or,
 /// when given, as soon as `wake_if_active` is set: then the thread parks in slices of
 /// up to [`IDLE_SLICE_NS`] and `set_active(true)` / `shutdown` unpark it.
 fn sleep_until_cancellable(
     deadline_ns: u64,
-    cancel: &CancellationToken,
+    stop: &StopCheck,
     wake_if_active: Option<&AtomicBool>,
 ) -> Woke {
     loop {
-        if cancel.is_cancelled() {
+        let now = monotonic_ns();
+        if stop.should_stop(now) {
             return Woke::Cancelled;
         }
         if wake_if_active.is_some_and(|a| a.load(Ordering::Relaxed)) {
             return Woke::Activated;
         }
-        let now = monotonic_ns();
         if now >= deadline_ns {
             return Woke::Deadline;
         }
@@ -424,7 +475,7 @@ fn run_thread(
     shared: Arc<ThreadShared>,
     mut slots: Vec<Slot>,
     opts: SamplerOptions,
-    cancel: CancellationToken,
+    stop: StopCheck,
     active: Arc<AtomicBool>,
 ) {
     set_precise_timer_slack();
@@ -450,7 +501,7 @@ fn run_thread(
         };
         // Asleep on an idle deadline, wake as soon as the full rate is wanted.
         let wake_if_active = (idle_mode && !active.load(Ordering::Relaxed)).then_some(&*active);
-        match sleep_until_cancellable(slots[i].next_wake_ns, &cancel, wake_if_active) {
+        match sleep_until_cancellable(slots[i].next_wake_ns, &stop, wake_if_active) {
             Woke::Cancelled => break,
             Woke::Deadline => {}
             Woke::Activated => {
@@ -532,7 +583,9 @@ fn service(
         {
             let mut st = lock(&shared.state);
             for rail in slot.base..slot.base + slot.rails {
-                st.rails.entry(rail).or_default().duplicates_avoided += 1;
+                if let Some(c) = st.rail_mut(rail) {
+                    c.duplicates_avoided += 1;
+                }
             }
         }
         if slot.gated {
@@ -639,7 +692,11 @@ fn service(
                     );
                 }
             }
-            let c = st.rails.entry(s.rail).or_default();
+            let Some(i) = st.index(s.rail) else {
+                continue;
+            };
+            st.latest[i] = Some(*s);
+            let c = &mut st.rails[i];
             c.samples += 1;
             c.conversions_missed += missed;
             c.idle_skipped += idle_skipped;
@@ -654,7 +711,6 @@ fn service(
                 c.first_t_ns = Some(t);
             }
             c.last_t_ns = Some(t);
-            st.latest.insert(s.rail, *s);
         }
     }
     if let Some(last) = buf.last() {
@@ -686,7 +742,7 @@ fn push_gap(st: &mut ThreadState, gap: Gap) {
         st.gaps.pop_front();
     }
     st.gap_count += 1;
-    if let Some(c) = st.rails.get_mut(&gap.rail) {
+    if let Some(c) = st.rail_mut(gap.rail) {
         c.gaps += 1;
     }
     st.gaps.push_back(gap);
@@ -697,12 +753,9 @@ fn record_error(shared: &ThreadShared, slot: &Slot, e: &SensorError, now: u64) {
     let kind = e.kind.as_str().to_string();
     *st.errors.entry(kind.clone()).or_default() += 1;
     for rail in slot.base..slot.base + slot.rails {
-        *st.rails
-            .entry(rail)
-            .or_default()
-            .errors
-            .entry(kind.clone())
-            .or_default() += 1;
+        if let Some(c) = st.rail_mut(rail) {
+            *c.errors.entry(kind.clone()).or_default() += 1;
+        }
         let start = slot.last_after_ns.unwrap_or(now);
         st.open_gaps
             .entry(rail)
@@ -870,7 +923,7 @@ impl SamplerHandle {
                 (r.buf.len(), r.overflows)
             };
             let st = lock(&t.state);
-            for (&rail, c) in &st.rails {
+            for (&rail, c) in st.rail_ids.iter().zip(&st.rails) {
                 let name = self
                     .inner
                     .rails
@@ -915,9 +968,9 @@ impl SamplerHandle {
         let mut out = vec![None; self.inner.rails.len()];
         for t in &self.inner.threads {
             let st = lock(&t.state);
-            for (&rail, s) in &st.latest {
+            for (&rail, s) in st.rail_ids.iter().zip(&st.latest) {
                 if let Some(slot) = out.get_mut(usize::from(rail)) {
-                    *slot = Some(*s);
+                    *slot = *s;
                 }
             }
         }
@@ -940,6 +993,7 @@ impl SamplerHandle {
 
     /// Cancels and joins the sampler threads. Idempotent.
     pub fn shutdown(&self) {
+        self.inner.stopping.store(true, Ordering::Relaxed);
         self.inner.cancel.cancel();
         for t in &self.inner.wake {
             t.unpark();
@@ -979,6 +1033,8 @@ mod tests {
     fn idle_sleep_ends_when_activated_or_cancelled() {
         let active = Arc::new(AtomicBool::new(false));
         let cancel = CancellationToken::new();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let stop = StopCheck::new(stopping.clone(), cancel.clone());
         let far = monotonic_ns() + 5_000_000_000;
         let a = active.clone();
         let t = std::thread::spawn(move || {
@@ -987,19 +1043,28 @@ mod tests {
         });
         let t0 = monotonic_ns();
         assert_eq!(
-            sleep_until_cancellable(far, &cancel, Some(&active)),
+            sleep_until_cancellable(far, &stop, Some(&active)),
             Woke::Activated
         );
         assert!(monotonic_ns() - t0 < 1_000_000_000);
         t.join().expect("setter");
-        // Without the flag the deadline (or cancel) is what ends it.
+        // Without the flag the deadline (or a stop) is what ends it.
         let soon = monotonic_ns() + 1_000_000;
-        assert_eq!(sleep_until_cancellable(soon, &cancel, None), Woke::Deadline);
+        assert_eq!(sleep_until_cancellable(soon, &stop, None), Woke::Deadline);
+        // The parent token is seen within TOKEN_CHECK_NS (plus one idle slice).
+        active.store(false, Ordering::Relaxed);
         cancel.cancel();
+        let t0 = monotonic_ns();
         assert_eq!(
-            sleep_until_cancellable(far, &cancel, Some(&active)),
+            sleep_until_cancellable(far, &stop, Some(&active)),
             Woke::Cancelled
         );
+        assert!(monotonic_ns() - t0 < 1_000_000_000);
+        // `shutdown`'s flag, at once.
+        let stop = StopCheck::new(stopping.clone(), CancellationToken::new());
+        stop.should_stop(monotonic_ns());
+        stopping.store(true, Ordering::Relaxed);
+        assert!(stop.should_stop(monotonic_ns()));
     }
 
     #[test]

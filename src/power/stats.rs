@@ -1,60 +1,83 @@
-//! Sampler bookkeeping: per-rail counters, bounded latency/jitter reservoirs, and
+//! Sampler bookkeeping: per-rail counters, fixed-size latency/jitter histograms, and
 //! the serialisable `SamplerStats`.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-/// The last `N` values of a measurement, for percentiles without unbounded memory.
+/// A log-linear histogram of ns values since start: 16 buckets per power of two
+/// (≤ 3.1 % error at the bucket midpoint), values capped at 2^32 ns (4.3 s).
+/// Fixed size, so recording touches one cache line and allocates nothing: it runs
+/// once per sample on the sampler thread, where every page touched after a wake-up
+/// costs (a TLB refill).
 #[derive(Debug, Clone)]
-pub struct Reservoir {
-    values: Vec<u32>,
-    next: usize,
+pub struct LogHistogram {
+    counts: Box<[u64; LogHistogram::BUCKETS]>,
+    total: u64,
 }
 
-impl Reservoir {
-    const N: usize = 8192;
+impl LogHistogram {
+    const SUB: u32 = 16;
+    const BUCKETS: usize = 464;
 
     /// Empty.
     pub fn new() -> Self {
-        Reservoir {
-            values: Vec::new(),
-            next: 0,
+        LogHistogram {
+            counts: Box::new([0; Self::BUCKETS]),
+            total: 0,
         }
     }
 
-    /// Adds a value (saturating at u32::MAX).
+    /// Bucket of `v` (values below 16 are exact).
+    fn bucket(v: u64) -> usize {
+        let v = v.min(u64::from(u32::MAX));
+        if v < u64::from(Self::SUB) {
+            return v as usize;
+        }
+        let e = 63 - v.leading_zeros(); // ≥ 4
+        let m = (v >> (e - 4)) & 15;
+        ((e - 3) * Self::SUB) as usize + m as usize
+    }
+
+    /// The value a bucket stands for: the middle of its range.
+    fn value(b: usize) -> u64 {
+        let sub = Self::SUB as usize;
+        if b < sub {
+            return b as u64;
+        }
+        let e = (b / sub) as u32 + 3;
+        let m = (b % sub) as u64;
+        let width = 1u64 << (e - 4);
+        (16 + m) * width + width / 2
+    }
+
+    /// Counts a value.
     pub fn push(&mut self, v: u64) {
-        let v = v.min(u64::from(u32::MAX)) as u32;
-        if self.values.len() < Self::N {
-            self.values.push(v);
-        } else {
-            self.values[self.next] = v;
-        }
-        self.next = (self.next + 1) % Self::N;
+        self.counts[Self::bucket(v)] += 1;
+        self.total += 1;
     }
 
-    /// Percentile (0–100) by nearest rank; 0 when empty.
+    /// Percentile (0–100) by nearest rank, to the bucket's resolution; 0 when empty.
     pub fn percentile(&self, p: f64) -> u64 {
-        percentile(&self.values, p)
+        if self.total == 0 {
+            return 0;
+        }
+        let rank = ((p / 100.0) * self.total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (b, &c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Self::value(b);
+            }
+        }
+        Self::value(Self::BUCKETS - 1)
     }
 }
 
-impl Default for Reservoir {
+impl Default for LogHistogram {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// Nearest-rank percentile of `values` (0 when empty).
-pub fn percentile(values: &[u32], p: f64) -> u64 {
-    if values.is_empty() {
-        return 0;
-    }
-    let mut v = values.to_vec();
-    v.sort_unstable();
-    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-    u64::from(v[rank.clamp(1, v.len()) - 1])
 }
 
 /// Live counters of one rail (inside the sampler).
@@ -77,9 +100,9 @@ pub struct RailCounters {
     /// Gaps recorded.
     pub gaps: u64,
     /// Read latency, ns.
-    pub latency_ns: Reservoir,
+    pub latency_ns: LogHistogram,
     /// |interval − n × period|, ns.
-    pub jitter_ns: Reservoir,
+    pub jitter_ns: LogHistogram,
     /// Expected period, ns.
     pub period_ns: u64,
 }
@@ -185,21 +208,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percentiles() {
-        let v: Vec<u32> = (1..=100).collect();
-        assert_eq!(percentile(&v, 50.0), 50);
-        assert_eq!(percentile(&v, 99.0), 99);
-        assert_eq!(percentile(&v, 100.0), 100);
-        assert_eq!(percentile(&[], 99.0), 0);
+    fn histogram_percentiles_within_resolution() {
+        let mut h = LogHistogram::new();
+        assert_eq!(h.percentile(99.0), 0);
+        // 1..=100 µs, uniformly.
+        for us in 1..=100u64 {
+            h.push(us * 1000);
+        }
+        for (p, want) in [(50.0, 50_000.0), (99.0, 99_000.0), (100.0, 100_000.0)] {
+            let got = h.percentile(p) as f64;
+            assert!((got - want).abs() / want < 0.035, "p{p}: {got} vs {want}");
+        }
+        assert_eq!(h.percentile(0.0), h.percentile(1.0));
     }
 
     #[test]
-    fn reservoir_keeps_last_n() {
-        let mut r = Reservoir::new();
-        for i in 0..(Reservoir::N as u64 + 10) {
-            r.push(i);
+    fn histogram_small_values_exact_and_huge_values_capped() {
+        let mut h = LogHistogram::new();
+        for v in [0, 3, 15] {
+            h.push(v);
         }
-        assert_eq!(r.values.len(), Reservoir::N);
-        assert_eq!(r.percentile(0.0), 10);
+        assert_eq!(
+            (h.percentile(1.0), h.percentile(50.0), h.percentile(100.0)),
+            (0, 3, 15)
+        );
+        h.push(u64::MAX);
+        let top = h.percentile(100.0);
+        assert!(top > 4_000_000_000 && top < 4_400_000_000, "{top}");
+    }
+
+    #[test]
+    fn histogram_buckets_round_trip() {
+        // Every value maps to a bucket whose representative is within 1/32 of it.
+        for v in (16..5_000_000u64).step_by(997) {
+            let rep = LogHistogram::value(LogHistogram::bucket(v)) as f64;
+            assert!(
+                (rep - v as f64).abs() / (v as f64) <= 1.0 / 31.0,
+                "{v} -> {rep}"
+            );
+        }
+        assert!(LogHistogram::bucket(u64::MAX) < LogHistogram::BUCKETS);
     }
 }

@@ -59,13 +59,14 @@ pub struct SimCounters {
     /// Data-register reads of a conversion that had already been read (a reader
     /// not gating on CNVR/CVRF would make these: the benchmark's ground truth).
     pub duplicate_reads: AtomicU64,
-    /// Wire-time sleeps taken.
-    pub wire_waits: AtomicU64,
-    /// CPU time (CLOCK_THREAD_CPUTIME_ID) the calling thread spent inside wire-time
-    /// sleeps, ns (measured on one sleep in 16, scaled): what blocking on the
-    /// simulated bus cost, which on hardware is the I2C driver's blocking transfer
-    /// instead (separated in the sampler benchmark).
-    pub wire_wait_cpu_ns: AtomicU64,
+    /// Calls into the simulated bus (every `transaction`, answered or not).
+    pub bus_calls: AtomicU64,
+    /// CPU time (CLOCK_THREAD_CPUTIME_ID) the calling thread spent inside simulated
+    /// transactions, ns (measured on one call in 16, scaled): the wire-time wait (one
+    /// timed wake-up) and the chip model. On hardware that is the I2C driver's
+    /// blocking transfer and the chip's silicon instead, so the sampler benchmark
+    /// reports it apart from the sampler's own CPU.
+    pub bus_cpu_ns: AtomicU64,
 }
 
 /// A snapshot of `SimCounters`.
@@ -87,10 +88,10 @@ pub struct SimStats {
     pub brown_outs: u64,
     /// Reads of an already-read conversion.
     pub duplicate_reads: u64,
-    /// Wire-time sleeps taken.
-    pub wire_waits: u64,
-    /// CPU time spent in wire-time sleeps, ns.
-    pub wire_wait_cpu_ns: u64,
+    /// Calls into the simulated bus.
+    pub bus_calls: u64,
+    /// CPU time spent inside simulated transactions (wire wait + chip model), ns.
+    pub bus_cpu_ns: u64,
 }
 
 impl SimCounters {
@@ -106,8 +107,8 @@ impl SimCounters {
             stuck_timeouts: l(&self.stuck_timeouts),
             brown_outs: l(&self.brown_outs),
             duplicate_reads: l(&self.duplicate_reads),
-            wire_waits: l(&self.wire_waits),
-            wire_wait_cpu_ns: l(&self.wire_wait_cpu_ns),
+            bus_calls: l(&self.bus_calls),
+            bus_cpu_ns: l(&self.bus_cpu_ns),
         }
     }
 }
@@ -136,12 +137,21 @@ pub const ADAPTER_TIMEOUT_NS: u64 = 25_000_000;
 /// each address byte, plus one bit time per START/repeated START and the STOP.
 /// A 1-byte-pointer, 2-byte register read is 48 bits: 120 µs at 400 kHz.
 pub fn transaction_ns(ops: &[(bool, usize)], bus_khz: u32) -> u64 {
-    let bits: usize = ops.iter().map(|&(_, len)| 9 * (1 + len) + 1).sum::<usize>() + 1;
+    bits_ns(transaction_bits(ops.iter().map(|&(_, len)| len)), bus_khz)
+}
+
+/// Bits on the wire for operations of these lengths (see `transaction_ns`).
+fn transaction_bits(lens: impl Iterator<Item = usize>) -> usize {
+    lens.map(|len| 9 * (1 + len) + 1).sum::<usize>() + 1
+}
+
+/// Time of `bits` at `bus_khz`, ns.
+fn bits_ns(bits: usize, bus_khz: u32) -> u64 {
     bits as u64 * 1_000_000 / u64::from(bus_khz.max(1))
 }
 
-/// One wire-time sleep in this many has its CPU cost measured (and counted for all).
-const WAIT_CPU_SAMPLING: u64 = 16;
+/// One bus call in this many has its CPU cost measured (and counted for all).
+const BUS_CPU_SAMPLING: u64 = 16;
 
 /// A chip model on its own simulated bus.
 pub struct SimI2c<M> {
@@ -196,47 +206,20 @@ impl<M: RegisterModel> SimI2c<M> {
 
     fn wait(&self, until_ns: u64) {
         if self.realtime {
-            // Reading the thread's CPU clock is a syscall: measure one wait in
-            // WAIT_CPU_SAMPLING and count it for all of them, so the accounting does
-            // not inflate what it measures.
-            let n = self.counters.wire_waits.fetch_add(1, Ordering::Relaxed);
-            if n % WAIT_CPU_SAMPLING == 0 {
-                let cpu0 = thread_cpu_ns();
-                precise_sleep_until_ns(until_ns);
-                let cpu1 = thread_cpu_ns();
-                // The clock reads' own cost inside the interval (about one read):
-                // not the bus's, so not counted as it.
-                let read_cost = thread_cpu_ns().saturating_sub(cpu1);
-                let spent = cpu1.saturating_sub(cpu0).saturating_sub(read_cost);
-                self.counters
-                    .wire_wait_cpu_ns
-                    .fetch_add(spent * WAIT_CPU_SAMPLING, Ordering::Relaxed);
-            } else {
-                precise_sleep_until_ns(until_ns);
-            }
+            precise_sleep_until_ns(until_ns);
         }
     }
-}
 
-impl<M: RegisterModel> ErrorType for SimI2c<M> {
-    type Error = SimError;
-}
-
-impl<M: RegisterModel> I2c for SimI2c<M> {
-    fn transaction(
-        &mut self,
-        address: u8,
-        operations: &mut [Operation<'_>],
-    ) -> Result<(), SimError> {
+    /// One transaction on the wire and in the chip model.
+    fn transact(&mut self, address: u8, operations: &mut [Operation<'_>]) -> Result<(), SimError> {
         let start = monotonic_ns().max(self.bus_free_ns);
-        let shape: Vec<(bool, usize)> = operations
-            .iter()
-            .map(|op| match op {
-                Operation::Read(b) => (true, b.len()),
-                Operation::Write(b) => (false, b.len()),
-            })
-            .collect();
-        let wire_ns = transaction_ns(&shape, self.bus_khz);
+        // 9 bits per byte (8 + ACK) and the address byte, per operation: see
+        // `transaction_ns` (no allocation here: this runs once per register read).
+        let bits = transaction_bits(operations.iter().map(|op| match op {
+            Operation::Read(b) => b.len(),
+            Operation::Write(b) => b.len(),
+        }));
+        let wire_ns = bits_ns(bits, self.bus_khz);
         let addr_byte_ns = transaction_ns(&[(false, 0)], self.bus_khz);
 
         // A stuck bus (SDA held low) blocks everyone, whatever the address.
@@ -315,6 +298,37 @@ impl<M: RegisterModel> I2c for SimI2c<M> {
             .conversions
             .store(self.model.conversions(), Ordering::Relaxed);
         Ok(())
+    }
+}
+
+impl<M: RegisterModel> ErrorType for SimI2c<M> {
+    type Error = SimError;
+}
+
+impl<M: RegisterModel> I2c for SimI2c<M> {
+    fn transaction(
+        &mut self,
+        address: u8,
+        operations: &mut [Operation<'_>],
+    ) -> Result<(), SimError> {
+        let n = self.counters.bus_calls.fetch_add(1, Ordering::Relaxed);
+        if !self.realtime || n % BUS_CPU_SAMPLING != 0 {
+            return self.transact(address, operations);
+        }
+        // Reading the thread's CPU clock is a syscall: measure one call in
+        // BUS_CPU_SAMPLING and count it for all of them, so the accounting does not
+        // inflate what it measures.
+        let cpu0 = thread_cpu_ns();
+        let r = self.transact(address, operations);
+        let cpu1 = thread_cpu_ns();
+        // The clock reads' own cost inside the interval (about one read): not the
+        // bus's, so not counted as it.
+        let read_cost = thread_cpu_ns().saturating_sub(cpu1);
+        let spent = cpu1.saturating_sub(cpu0).saturating_sub(read_cost);
+        self.counters
+            .bus_cpu_ns
+            .fetch_add(spent * BUS_CPU_SAMPLING, Ordering::Relaxed);
+        r
     }
 }
 
