@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example sampler_bench -- [--seconds 5] [--load busy|llama|none]
-//!     [--model-dir models --model SmolLM2-135M-Instruct.Q4_1] [--pin-sampler CPU] [--rt PRIO] [--json]
+//!     [--model-dir models --model SmolLM2-135M-Instruct.Q4_1] [--pin-sampler CPU] [--rt PRIO] [--only TEXT] [--json]
 //! ```
 //!
 //! For each scenario it starts a sampler on one simulated chip, lets it run while the
@@ -80,6 +80,12 @@ load = [{{ source = "cpu", idle_w = 2.5, max_w = 8.5, bus_v = 5.0 }},
         Scenario {
             name: "ina219 12-bit, clock 8% slow",
             spec: format!("{ina219}clock_error_pct = 8.0\n"),
+            reads: 3,
+            bus_khz: 400,
+        },
+        Scenario {
+            name: "ina219 12-bit, clock 5% fast",
+            spec: format!("{ina219}clock_error_pct = -5.0\n"),
             reads: 3,
             bus_khz: 400,
         },
@@ -168,6 +174,8 @@ struct Row {
     scenario: String,
     rail: String,
     nominal_hz: f64,
+    /// The chip's rate as the sampler measured it.
+    measured_hz: f64,
     unique_per_s: f64,
     ratio_vs_nominal: f64,
     ratio_vs_chip_conversions: f64,
@@ -302,7 +310,11 @@ fn main() -> anyhow::Result<()> {
     }));
 
     let mut rows = Vec::new();
-    for sc in scenarios() {
+    let only: Option<String> = arg(&args, "--only");
+    for sc in scenarios()
+        .into_iter()
+        .filter(|sc| only.as_ref().is_none_or(|o| sc.name.contains(o.as_str())))
+    {
         let spec: SensorSpec = toml::from_str(&sc.spec)?;
         let opts = SamplerOptions {
             cpu_affinity: pin_sampler,
@@ -369,6 +381,7 @@ fn main() -> anyhow::Result<()> {
                 scenario: sc.name.into(),
                 rail: rail.name.clone(),
                 nominal_hz: nominal,
+                measured_hz: r.measured_rate_hz,
                 unique_per_s: unique,
                 ratio_vs_nominal: unique / nominal,
                 ratio_vs_chip_conversions: samples.len() as f64 / chip_conversions as f64,
@@ -408,15 +421,16 @@ fn main() -> anyhow::Result<()> {
         wake_late_ns as f64 / 1000.0
     );
     println!(
-        "{:<34} {:<15} {:>8} {:>9} {:>6} {:>6} {:>4} {:>6} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7} {:>4}",
-        "scenario", "rail", "chip Hz", "unique/s", "ratio", "r/conv", "dup", "missed", "empty/s", "lat p50", "lat p99", "jit p99", "cpu %", "floor%", "bus %", "own %", "floor%", "µs/read", "err"
+        "{:<34} {:<15} {:>8} {:>8} {:>9} {:>6} {:>6} {:>4} {:>6} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7} {:>4}",
+        "scenario", "rail", "chip Hz", "meas Hz", "unique/s", "ratio", "r/conv", "dup", "missed", "empty/s", "lat p50", "lat p99", "jit p99", "cpu %", "floor%", "bus %", "own %", "floor%", "µs/read", "err"
     );
     for r in &rows {
         println!(
-            "{:<34} {:<15} {:>8.1} {:>9.1} {:>6.3} {:>6.3} {:>4} {:>6} {:>7.0} {:>7.0} {:>7.0} {:>7.0} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>7.1} {:>4}",
+            "{:<34} {:<15} {:>8.1} {:>8.1} {:>9.1} {:>6.3} {:>6.3} {:>4} {:>6} {:>7.0} {:>7.0} {:>7.0} {:>7.0} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>7.1} {:>4}",
             r.scenario,
             r.rail,
             r.nominal_hz,
+            r.measured_hz,
             r.unique_per_s,
             r.ratio_vs_nominal,
             r.ratio_vs_chip_conversions,

@@ -332,12 +332,11 @@ fn idle_rate_zero_keeps_the_full_rate() {
     assert_eq!(h.stats().rails[0].idle_skipped, 0);
 }
 
-#[test]
-fn chip_with_a_slow_oscillator_is_read_once_per_conversion() {
-    // Real INA219s convert in 532 µs typical, 586 µs max: the sampler's schedule
-    // starts from the nominal period and must follow a slower chip without
-    // duplicates or misses (it re-brackets whenever a poll comes early).
-    let text = format!("{INA219_SIM}clock_error_pct = 8.0\n");
+/// Real INA219s convert in 532 µs typical, 586 µs max: the sampler's schedule
+/// starts from the nominal period and must follow a slower or faster chip without
+/// duplicates or misses, and learn its real rate.
+fn off_nominal_chip(clock_error_pct: f64) {
+    let text = format!("{INA219_SIM}clock_error_pct = {clock_error_pct}\n");
     let h = start_sampler(&[spec(&text)], rt_options(), CancellationToken::new()).expect("start");
     std::thread::sleep(Duration::from_millis(200));
     let c0 = h.sim_stats()[0].1;
@@ -346,12 +345,14 @@ fn chip_with_a_slow_oscillator_is_read_once_per_conversion() {
     let t1 = monotonic_ns();
     let c1 = h.sim_stats()[0].1;
     let w = h.window(t0, t1);
+    let stats = h.stats();
     h.shutdown();
+    let true_hz = 1e9 / (1_064_000.0 * (1.0 + clock_error_pct / 100.0));
     let conversions = c1.conversions - c0.conversions;
-    // 1 s / (1.064 ms × 1.08) ≈ 870 conversions.
+    let expected = true_hz * (t1 - t0) as f64 / 1e9;
     assert!(
-        (800..=940).contains(&conversions),
-        "{conversions} conversions"
+        (conversions as f64 - expected).abs() < 0.05 * expected,
+        "{conversions} conversions, {expected:.0} expected"
     );
     assert_eq!(c1.duplicate_reads, 0, "no conversion read twice");
     assert!(
@@ -359,4 +360,23 @@ fn chip_with_a_slow_oscillator_is_read_once_per_conversion() {
         "{} samples of {conversions} conversions",
         w.len()
     );
+    // The period is learned from hard bounds (brackets of completions), so it
+    // converges on the chip's, whatever the load does to the polls.
+    let r = &stats.rails[0];
+    assert!(
+        (r.measured_rate_hz - true_hz).abs() < 0.01 * true_hz,
+        "measured {:.1} Hz, chip {true_hz:.1} Hz (nominal {:.1})",
+        r.measured_rate_hz,
+        r.nominal_rate_hz
+    );
+}
+
+#[test]
+fn chip_with_a_slow_oscillator_is_read_once_per_conversion() {
+    off_nominal_chip(8.0);
+}
+
+#[test]
+fn chip_with_a_fast_oscillator_is_read_once_per_conversion() {
+    off_nominal_chip(-5.0);
 }

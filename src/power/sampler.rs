@@ -214,7 +214,23 @@ struct Slot {
     sensor: Box<dyn Sensor>,
     base: u16,
     rails: u16,
+    /// The chip's nominal conversion period (from its settings).
     period_ns: u64,
+    /// Its period as measured: the middle of `period_bounds_ns` (gated chips; the
+    /// nominal one otherwise). Oscillators differ by chip (the INA219's 12-bit
+    /// conversion is 532 µs typical, 586 µs max).
+    period_est_ns: u64,
+    /// Hard bounds on the chip's period: the oscillator tolerance, narrowed by pairs
+    /// of bracketed completions (see [`period_bounds`]).
+    period_bounds_ns: (u64, u64),
+    /// The last brackets' completion bounds (after, at or before), oldest first:
+    /// a new bracket is measured against each (see [`period_bounds`]); those many
+    /// periods back narrow the bounds most.
+    brackets: VecDeque<(u64, u64)>,
+    /// Start of the last poll that found nothing fresh, this cycle: the conversion
+    /// completed after it (a hard lower bound, where `not_ready_at` is the middle's
+    /// reference).
+    not_ready_start: Option<u64>,
     gated: bool,
     /// Some(backoff) while failed and retrying.
     failed: Option<u64>,
@@ -230,6 +246,18 @@ struct Slot {
     /// Duration of the gating read (moving average), ns.
     gate_read_ns: u64,
     since_bracket: u32,
+    /// The current poll was scheduled deliberately early (to re-bracket).
+    early_poll: bool,
+    /// The current poll is a calibration poll (see `calibrate`).
+    calibration_poll: bool,
+    /// How early a deliberate early poll comes: period >> this (3: an eighth; less
+    /// after an early poll that still found the conversion done).
+    early_shift: u32,
+    /// Calibration cycles still wanted: after a bracket, poll just before the
+    /// earliest the next conversion can complete, so the next bracket is exactly one
+    /// period on (see [`period_bounds`]). Set at start and when the chip turns out
+    /// faster than estimated.
+    calibrate: u8,
     /// The interval since the last fresh read included idle-rate time: its skipped
     /// conversions and its length are expected, not misses, gaps or jitter.
     idle_interval: bool,
@@ -239,9 +267,44 @@ impl Slot {
     fn reset_schedule(&mut self) {
         self.c_est = None;
         self.not_ready_at = None;
+        self.not_ready_start = None;
         self.bracket_ns = 0;
         self.since_bracket = 0;
+        self.brackets.clear();
+        self.early_poll = false;
+        self.calibration_poll = false;
+        self.early_shift = 3;
     }
+}
+
+/// Bounds on a gated chip's period from two completion brackets `(after, before)`:
+/// a conversion completed in `base`, a later one in `cur`, so `m` periods apart
+/// with `m × period` in `[cur.0 - base.1, cur.1 - base.0]`. `m` is not counted
+/// (a conversion may have gone unread between them) but worked out from the period
+/// bounds already `known`; `None` when they allow more than one `m`. Consecutive
+/// brackets always give one, and each narrowing lets brackets further apart count,
+/// whose bounds are tighter still (the width divides by `m`).
+fn period_bounds(base: (u64, u64), cur: (u64, u64), known: (u64, u64)) -> Option<(u64, u64)> {
+    let d_min = cur.0.saturating_sub(base.1);
+    let d_max = cur.1.checked_sub(base.0)?;
+    let m_lo = d_min.div_ceil(known.1.max(1)).max(1);
+    let m_hi = d_max / known.0.max(1);
+    (m_lo == m_hi).then(|| (d_min / m_lo, d_max.div_ceil(m_lo)))
+}
+
+/// `known` narrowed by `sample`; `None` when they exclude each other (the
+/// oscillator drifted with temperature: the caller starts over).
+fn narrow(known: (u64, u64), sample: (u64, u64)) -> Option<(u64, u64)> {
+    let both = (known.0.max(sample.0), known.1.min(sample.1));
+    (both.0 <= both.1).then_some(both)
+}
+
+/// The oscillator tolerance around `nominal_ns`: ±15 %.
+fn tolerance(nominal_ns: u64) -> (u64, u64) {
+    (
+        nominal_ns * MIN_PERIOD_NUM / MIN_PERIOD_DEN,
+        nominal_ns * (2 * MIN_PERIOD_DEN - MIN_PERIOD_NUM) / MIN_PERIOD_DEN,
+    )
 }
 
 /// Cycles between deliberately early polls that re-bracket a gated chip's phase
@@ -249,6 +312,18 @@ impl Slot {
 /// chip whose oscillator runs slow) re-brackets at once, and a missed conversion
 /// forces one.
 const REBRACKET_CYCLES: u32 = 16;
+
+/// Calibration cycles (one period measured exactly each) at start; two more each
+/// time the chip proves faster or slower than estimated.
+const CALIBRATION_CYCLES: u8 = 8;
+
+/// Brackets kept to measure new ones against (about 16 periods apart each, once the
+/// period is known: 8 span over a hundred periods).
+const BRACKETS_KEPT: usize = 8;
+
+/// The shortest period a chip's oscillator allows, as a fraction of nominal (±15 %).
+const MIN_PERIOD_NUM: u64 = 17;
+const MIN_PERIOD_DEN: u64 = 20;
 
 /// Builds the configured sensors, initialises them, and starts one sampler thread per
 /// bus. A device that answers as the wrong chip, or cannot be configured, fails here;
@@ -304,6 +379,10 @@ pub fn start_with_sensors(
         let sensor_period_ns = sensor.period_ns().max(1);
         let slot = Slot {
             period_ns: sensor_period_ns,
+            period_est_ns: sensor_period_ns,
+            period_bounds_ns: tolerance(sensor_period_ns),
+            brackets: VecDeque::with_capacity(BRACKETS_KEPT),
+            not_ready_start: None,
             gated: sensor.gated(),
             sensor,
             base,
@@ -317,6 +396,10 @@ pub fn start_with_sensors(
             bracket_ns: 0,
             gate_read_ns: 0,
             since_bracket: 0,
+            early_poll: false,
+            calibration_poll: false,
+            early_shift: 3,
+            calibrate: CALIBRATION_CYCLES,
             idle_interval: false,
         };
         match groups.iter_mut().find(|(g, _)| *g == group) {
@@ -578,7 +661,7 @@ fn service(
     } else {
         (slot.gate_read_ns * 7 + gate_read) / 8
     };
-    let period = slot.period_ns;
+    let period = slot.period_est_ns;
     if !r.fresh {
         {
             let mut st = lock(&shared.state);
@@ -590,6 +673,7 @@ fn service(
         }
         if slot.gated {
             slot.not_ready_at = Some(r.gate_ns);
+            slot.not_ready_start = Some(r.start_ns);
             // Poll again soon: a sixteenth of a period, 10 µs … 1 ms.
             slot.next_wake_ns = r.gate_ns + (period / 16).clamp(10_000, 1_000_000);
         } else {
@@ -631,18 +715,71 @@ fn service(
             missed = n.saturating_sub(1);
         }
         slot.c_est = Some(c_est);
-        let margin = (slot.bracket_ns / 2 + 10_000).clamp(10_000, (period / 4).max(10_000));
-        if missed > 0 {
-            // The chip may be faster than estimated: re-bracket now.
-            slot.since_bracket = REBRACKET_CYCLES;
+        // Learn the chip's own period (a slow chip otherwise costs an empty poll and
+        // a wake-up per conversion; a fast one, misses) from hard bounds, so which
+        // pairs happen to be measured cannot bias it.
+        let was_calibration = std::mem::take(&mut slot.calibration_poll);
+        let after = std::mem::take(&mut slot.not_ready_start);
+        let cur = after.filter(|_| bracketed).map(|a| (a, r.gate_ns));
+        if let Some(cur) = cur {
+            for i in 0..slot.brackets.len() {
+                let Some(b) = period_bounds(slot.brackets[i], cur, slot.period_bounds_ns) else {
+                    continue;
+                };
+                match narrow(slot.period_bounds_ns, b) {
+                    Some(n) => slot.period_bounds_ns = n,
+                    None => {
+                        // The chip's period moved: start over from its tolerance.
+                        slot.period_bounds_ns = tolerance(slot.period_ns);
+                        slot.brackets.clear();
+                        slot.calibrate = CALIBRATION_CYCLES;
+                        break;
+                    }
+                }
+            }
+            slot.period_est_ns = (slot.period_bounds_ns.0 + slot.period_bounds_ns.1) / 2;
+            if slot.brackets.len() == BRACKETS_KEPT {
+                slot.brackets.pop_front();
+            }
+            slot.brackets.push_back(cur);
         }
-        let target = if bracketed {
+        let margin = (slot.bracket_ns / 2 + 10_000).clamp(10_000, (period / 4).max(10_000));
+        let was_early = std::mem::take(&mut slot.early_poll);
+        if bracketed {
+            slot.early_shift = 3;
+            if !was_early && !was_calibration {
+                // A poll on the usual schedule came early: the chip runs behind the
+                // estimate (or a wake-up came early). Measure it.
+                slot.calibrate = slot.calibrate.max(2);
+            }
+        } else if was_early {
+            // The deliberate early poll found the conversion already done: the chip
+            // runs ahead of the estimate. Poll earlier next cycle, and measure it.
+            slot.early_shift = slot.early_shift.saturating_sub(1).max(1);
+            slot.since_bracket = REBRACKET_CYCLES;
+            slot.calibrate = slot.calibrate.max(2);
+        }
+        if missed > 0 {
+            // The chip may be faster than estimated: re-bracket now, and measure it.
+            slot.since_bracket = REBRACKET_CYCLES;
+            slot.calibrate = slot.calibrate.max(2);
+        }
+        let target = if bracketed && slot.calibrate > 0 {
+            // Just before the earliest the next conversion can complete: that poll
+            // finds nothing, so the next bracket is exactly one period on.
+            slot.calibrate -= 1;
+            slot.since_bracket = 0;
+            slot.calibration_poll = true;
+            let lower = c_est.saturating_sub(slot.bracket_ns / 2);
+            lower + slot.period_ns * MIN_PERIOD_NUM / MIN_PERIOD_DEN
+        } else if bracketed {
             slot.since_bracket = 0;
             c_est + period + margin
         } else if slot.since_bracket >= REBRACKET_CYCLES || slot.bracket_ns == 0 {
             // Deliberately early: expect one empty poll, which re-brackets the phase.
             slot.since_bracket = 0;
-            c_est + period - period / 8
+            slot.early_poll = true;
+            c_est + period - (period >> slot.early_shift)
         } else {
             slot.since_bracket += 1;
             c_est + period + margin
@@ -698,6 +835,7 @@ fn service(
             st.latest[i] = Some(*s);
             let c = &mut st.rails[i];
             c.samples += 1;
+            c.period_est_ns = period;
             c.conversions_missed += missed;
             c.idle_skipped += idle_skipped;
             c.latency_ns
@@ -1065,6 +1203,46 @@ mod tests {
         stop.should_stop(monotonic_ns());
         stopping.store(true, Ordering::Relaxed);
         assert!(stop.should_stop(monotonic_ns()));
+    }
+
+    #[test]
+    fn period_bounds_work_out_the_periods_between_brackets() {
+        let nominal = 1_064_000;
+        let tol = tolerance(nominal);
+        assert_eq!(tol, (904_400, 1_223_600));
+        // A chip 8 % slow (1.149 ms): completions at 1.1 ms and then 2 periods on,
+        // bracketed 300 µs wide each.
+        let base = (1_000_000, 1_300_000);
+        let cur = (
+            1_100_000 + 2 * 1_149_000 - 100_000,
+            1_100_000 + 2 * 1_149_000 + 200_000,
+        );
+        let b = period_bounds(base, cur, tol).expect("2 periods, unambiguous");
+        assert_eq!(b, (999_000, 1_299_000));
+        // 3 periods on could be 4 as far as the tolerance knows.
+        let three = (cur.0 + 1_149_000, cur.1 + 1_149_000);
+        assert_eq!(period_bounds(base, three, tol), None);
+        let known = narrow(tol, b).expect("overlap");
+        assert!(known.0 <= 1_149_000 && 1_149_000 <= known.1);
+        // 20 periods on: ambiguous with the tolerance alone, counted once narrowed.
+        let far = (
+            1_100_000 + 20 * 1_149_000 - 10_000,
+            1_100_000 + 20 * 1_149_000 + 10_000,
+        );
+        assert_eq!(period_bounds(base, far, tol), None);
+        let b = period_bounds(base, far, (1_140_000, 1_160_000)).expect("20 periods");
+        assert!(
+            b.0 <= 1_149_000 && 1_149_000 <= b.1 && b.1 - b.0 < 20_000,
+            "{b:?}"
+        );
+        // Time going backwards gives nothing.
+        assert_eq!(period_bounds((5_000, 6_000), (1_000, 2_000), tol), None);
+    }
+
+    #[test]
+    fn narrowing_intersects_or_refuses() {
+        assert_eq!(narrow((900, 1200), (1000, 1300)), Some((1000, 1200)));
+        assert_eq!(narrow((900, 1000), (1100, 1300)), None);
     }
 
     #[test]

@@ -105,6 +105,8 @@ pub struct RailCounters {
     pub jitter_ns: LogHistogram,
     /// Expected period, ns.
     pub period_ns: u64,
+    /// Period the sampler measured (gated chips learn it; otherwise the expected).
+    pub period_est_ns: u64,
 }
 
 /// One rail's statistics.
@@ -118,8 +120,11 @@ pub struct RailStats {
     pub samples: u64,
     /// Fresh samples per second over the captured span.
     pub effective_rate_hz: f64,
-    /// The chip's conversion rate (hwmon: the polling rate), Hz.
+    /// The chip's conversion rate from its settings (hwmon: the polling rate), Hz.
     pub nominal_rate_hz: f64,
+    /// The chip's conversion rate as the sampler measured it (a gated chip's own
+    /// oscillator: within ±15 % of nominal; otherwise the nominal rate), Hz.
+    pub measured_rate_hz: f64,
     /// Conversions made but not read.
     pub conversions_missed: u64,
     /// Polls that found nothing fresh.
@@ -158,6 +163,10 @@ impl RailCounters {
                 1e9 / self.period_ns as f64
             } else {
                 0.0
+            },
+            measured_rate_hz: match (self.period_est_ns, self.period_ns) {
+                (0, 0) => 0.0,
+                (0, p) | (p, _) => 1e9 / p as f64,
             },
             conversions_missed: self.conversions_missed,
             duplicates_avoided: self.duplicates_avoided,
