@@ -308,10 +308,20 @@ fn tolerance(nominal_ns: u64) -> (u64, u64) {
 }
 
 /// Cycles between deliberately early polls that re-bracket a gated chip's phase
-/// (each costs an empty read and a wake-up). A poll that comes early by itself (a
-/// chip whose oscillator runs slow) re-brackets at once, and a missed conversion
+/// (each costs an empty read and a wake-up), while its period is not known closely.
+/// A poll that comes early by itself re-brackets at once, and a missed conversion
 /// forces one.
 const REBRACKET_CYCLES: u32 = 16;
+
+/// At most this many cycles between re-brackets once the period is known closely.
+const REBRACKET_CYCLES_MAX: u32 = 64;
+
+/// Cycles until the next deliberate re-bracket: the phase estimate drifts by at most
+/// half the period bounds' width per cycle, and may use half the poll's `margin_ns`.
+fn rebracket_cycles(margin_ns: u64, bounds_width_ns: u64) -> u32 {
+    (margin_ns / bounds_width_ns.max(1))
+        .clamp(u64::from(REBRACKET_CYCLES), u64::from(REBRACKET_CYCLES_MAX)) as u32
+}
 
 /// Calibration cycles (one period measured exactly each) at start; two more each
 /// time the chip proves faster or slower than estimated.
@@ -765,17 +775,21 @@ fn service(
             slot.calibrate = slot.calibrate.max(2);
         }
         let target = if bracketed && slot.calibrate > 0 {
-            // Just before the earliest the next conversion can complete: that poll
-            // finds nothing, so the next bracket is exactly one period on.
+            // Just before the earliest the next conversion can complete (the period's
+            // lower bound after this bracket's start): that poll finds nothing, so the
+            // next bracket is exactly one period on.
             slot.calibrate -= 1;
             slot.since_bracket = 0;
             slot.calibration_poll = true;
             let lower = c_est.saturating_sub(slot.bracket_ns / 2);
-            lower + slot.period_ns * MIN_PERIOD_NUM / MIN_PERIOD_DEN
+            lower + slot.period_bounds_ns.0
         } else if bracketed {
             slot.since_bracket = 0;
             c_est + period + margin
-        } else if slot.since_bracket >= REBRACKET_CYCLES || slot.bracket_ns == 0 {
+        } else if slot.since_bracket
+            >= rebracket_cycles(margin, slot.period_bounds_ns.1 - slot.period_bounds_ns.0)
+            || slot.bracket_ns == 0
+        {
             // Deliberately early: expect one empty poll, which re-brackets the phase.
             slot.since_bracket = 0;
             slot.early_poll = true;
@@ -1243,6 +1257,15 @@ mod tests {
     fn narrowing_intersects_or_refuses() {
         assert_eq!(narrow((900, 1200), (1000, 1300)), Some((1000, 1200)));
         assert_eq!(narrow((900, 1000), (1100, 1300)), None);
+    }
+
+    #[test]
+    fn rebracket_interval_follows_how_well_the_period_is_known() {
+        // Bounds 30 µs wide: every 16 cycles; 2.5 µs: every 42; 0.5 µs: 64 at most.
+        assert_eq!(rebracket_cycles(105_000, 30_000), 16);
+        assert_eq!(rebracket_cycles(105_000, 2_500), 42);
+        assert_eq!(rebracket_cycles(105_000, 500), 64);
+        assert_eq!(rebracket_cycles(105_000, 0), 64);
     }
 
     #[test]
