@@ -123,10 +123,11 @@ pub fn run(args: &SensorsArgs, specs: &[SensorSpec]) -> anyhow::Result<()> {
     } else {
         for r in &stats.rails {
             println!(
-                "{:<20} {:>8} samples {:>9.1} Hz of {:>7.1} nominal, missed {}, duplicates avoided {}, latency p50/p99 {:.0}/{:.0} µs, jitter p99 {:.0} µs, errors {:?}",
+                "{:<20} {:>8} samples {:>9.1} Hz of {:>7.1} (chip measured; nominal {:.1}), missed {}, duplicates avoided {}, latency p50/p99 {:.0}/{:.0} µs, jitter p99 {:.0} µs, errors {:?}",
                 r.name,
                 r.samples,
                 r.effective_rate_hz,
+                r.measured_rate_hz,
                 r.nominal_rate_hz,
                 r.conversions_missed,
                 r.duplicates_avoided,

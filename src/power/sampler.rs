@@ -6,9 +6,26 @@
 //! and sleeps until the next one should have: `c_est + period + margin`, started
 //! early by the gating read's own duration. A poll that finds nothing fresh (counted
 //! as a duplicate avoided) brackets the completion between itself and the next poll;
-//! every few cycles the thread wakes deliberately early to re-bracket, so drift
+//! every 16–64 cycles the thread wakes deliberately early to re-bracket, so drift
 //! between the chip's oscillator and CLOCK_MONOTONIC never accumulates into a missed
 //! conversion.
+//!
+//! # Learning the chip's period
+//! A chip's oscillator is not its datasheet's typical value (the INA219's 12-bit
+//! conversion is 532 µs typical, 586 µs max): scheduled on the nominal period, a slow
+//! chip costs an empty poll and a wake-up per conversion and a fast one loses
+//! conversions. So the period is measured, from hard facts only: a bracket says a
+//! conversion completed after the empty poll started and before the fresh one ended.
+//! Two brackets `m` periods apart bound `m × period`; `m` is never counted (a
+//! conversion may have gone unread between them) but worked out from the bounds
+//! already known, and a pair that allows two values of `m` is skipped. Bounds start at
+//! the oscillator tolerance (±15 %) and narrow with every pair; the estimate is their
+//! middle. Neighbouring brackets narrow them first, which lets brackets further apart
+//! count, whose bounds are tighter still: a few µs within a second. Calibration cycles
+//! (a poll just before the earliest the next conversion can complete, so the next
+//! bracket is one period on) supply brackets at start and whenever the chip proves
+//! faster or slower than the estimate; bounds that a new pair excludes (the
+//! oscillator drifted with temperature) start over.
 //!
 //! # Idle rate mode
 //! Reading every conversion costs a few percent of a core, which an idle daemon does
