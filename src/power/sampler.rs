@@ -245,8 +245,8 @@ struct Slot {
     /// periods back narrow the bounds most.
     brackets: VecDeque<(u64, u64)>,
     /// Start of the last poll that found nothing fresh, this cycle: the conversion
-    /// completed after it (a hard lower bound, where `not_ready_at` is the middle's
-    /// reference).
+    /// completed after it (a hard lower bound; `not_ready_at`, that poll's end,
+    /// places the bracket's middle).
     not_ready_start: Option<u64>,
     gated: bool,
     /// Some(backoff) while failed and retrying.
@@ -273,7 +273,7 @@ struct Slot {
     /// Calibration cycles still wanted: after a bracket, poll just before the
     /// earliest the next conversion can complete, so the next bracket is exactly one
     /// period on (see [`period_bounds`]). Set at start and when the chip turns out
-    /// faster than estimated.
+    /// faster or slower than estimated.
     calibrate: u8,
     /// The interval since the last fresh read included idle-rate time: its skipped
     /// conversions and its length are expected, not misses, gaps or jitter.
@@ -1231,7 +1231,8 @@ mod tests {
         assert!(monotonic_ns() - t0 < 1_000_000_000);
         // `shutdown`'s flag, at once.
         let stop = StopCheck::new(stopping.clone(), CancellationToken::new());
-        stop.should_stop(monotonic_ns());
+        // The token was just looked at, so the next look is 5 ms away; the flag is not.
+        assert!(!stop.should_stop(monotonic_ns()));
         stopping.store(true, Ordering::Relaxed);
         assert!(stop.should_stop(monotonic_ns()));
     }
