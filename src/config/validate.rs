@@ -235,6 +235,7 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     }
 
     // [power]
+    const HWMON_MAX_RAILS: usize = 3;
     let p = &c.power;
     for (i, s) in p.sensors.iter().enumerate() {
         s.validate(&format!("power.sensors[{i}]"))
@@ -247,8 +248,17 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
         range("power.idle_rate_hz", p.idle_rate_hz, 1, 1000)
             .map_err(|e| with_off(e, "0 (always the full rate) or "))?;
         // The idle baseline before a job is read out of the ring: it must fit (all
-        // rails on one thread, plus a second for the recorder to start).
-        let rails: usize = p.sensors.iter().map(|s| s.rails.len().max(1)).sum();
+        // rails on one thread, plus a second for the recorder to start). A hwmon
+        // entry without `rails` reads every rail its driver has, unknown until the
+        // sysfs tree is read: count the most a supported chip has (INA3221: 3).
+        let rails: usize = p
+            .sensors
+            .iter()
+            .map(|s| match s.channel_count() {
+                0 => HWMON_MAX_RAILS,
+                n => n,
+            })
+            .sum();
         let needed = (p.idle_window_ms / 1000 + 1) as usize * p.idle_rate_hz as usize * rails;
         if !p.sensors.is_empty() && p.ring_capacity < needed {
             return Err(invalid(
@@ -492,6 +502,11 @@ mod tests {
         );
         c.power.ring_capacity = 40_000;
         c.validate().unwrap();
+        // A hwmon entry without a rails list counts as the INA3221's three.
+        c.power.sensors = vec![toml::from_str(r#"kind = "hwmon""#).expect("sensor")];
+        c.power.ring_capacity = 20_000;
+        let e = err(&c);
+        assert!(e.contains("36060") && e.contains("3 rails"), "{e}");
     }
 
     #[test]
