@@ -361,10 +361,12 @@ fn off_nominal_chip(clock_error_pct: f64) {
         w.len()
     );
     // The period is learned from hard bounds (brackets of completions), so it
-    // converges on the chip's, whatever the load does to the polls.
+    // converges on the chip's, whatever the load does to the polls (within 2 µs on a
+    // quiet machine; 2 % leaves room for a loaded one, and still fails a sampler that
+    // kept the nominal rate, 5–8 % off).
     let r = &stats.rails[0];
     assert!(
-        (r.measured_rate_hz - true_hz).abs() < 0.01 * true_hz,
+        (r.measured_rate_hz - true_hz).abs() < 0.02 * true_hz,
         "measured {:.1} Hz, chip {true_hz:.1} Hz (nominal {:.1})",
         r.measured_rate_hz,
         r.nominal_rate_hz
