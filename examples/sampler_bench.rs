@@ -321,16 +321,12 @@ fn main() -> anyhow::Result<()> {
             realtime_priority: rt,
             ..Default::default()
         };
-        // The chip's period, from a sampler started only to ask; then the floor, alone
-        // on its core like the sampler will be.
-        let probe = start_sampler(
-            std::slice::from_ref(&spec),
-            opts.clone(),
-            CancellationToken::new(),
-        )?;
-        let period_ns = (probe.describe()[0].conversion_period_us * 1000.0) as u64;
-        probe.shutdown();
-        let period_ns = period_ns.max(1);
+        // The chip's period from its settings (the sensor is built, not started);
+        // then the floor, alone on its core like the sampler will be.
+        let period_ns = edgewatt::power::factory::build_one(&spec, 0)?
+            .sensor
+            .period_ns()
+            .max(1);
         let wire_ns = edgewatt::power::sim::transaction_ns(&[(false, 1), (true, 2)], sc.bus_khz);
         // Floors before and after the run (averaged): the host's wake-up cost drifts.
         let floors = || {

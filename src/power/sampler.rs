@@ -233,21 +233,15 @@ struct Slot {
     rails: u16,
     /// The chip's nominal conversion period (from its settings).
     period_ns: u64,
-    /// Its period as measured: the middle of `period_bounds_ns` (gated chips; the
-    /// nominal one otherwise). Oscillators differ by chip (the INA219's 12-bit
-    /// conversion is 532 µs typical, 586 µs max).
-    period_est_ns: u64,
     /// Hard bounds on the chip's period: the oscillator tolerance, narrowed by pairs
-    /// of bracketed completions (see [`period_bounds`]).
+    /// of bracketed completions (see [`period_bounds`]); their middle is the period
+    /// used ([`Slot::period_est_ns`]). Oscillators differ by chip (the INA219's
+    /// 12-bit conversion is 532 µs typical, 586 µs max).
     period_bounds_ns: (u64, u64),
     /// The last brackets' completion bounds (after, at or before), oldest first:
     /// a new bracket is measured against each (see [`period_bounds`]); those many
     /// periods back narrow the bounds most.
     brackets: VecDeque<(u64, u64)>,
-    /// Start of the last poll that found nothing fresh, this cycle: the conversion
-    /// completed after it (a hard lower bound; `not_ready_at`, that poll's end,
-    /// places the bracket's middle).
-    not_ready_start: Option<u64>,
     gated: bool,
     /// Some(backoff) while failed and retrying.
     failed: Option<u64>,
@@ -256,17 +250,17 @@ struct Slot {
     last_after_ns: Option<u64>,
     /// Estimated completion time of the last conversion read.
     c_est: Option<u64>,
-    /// End of the last poll that found nothing fresh, this cycle.
-    not_ready_at: Option<u64>,
+    /// (start, end) of the last poll that found nothing fresh, this cycle: the
+    /// conversion completed after its start (a hard bound) and, as an estimate,
+    /// between its end and the fresh poll's.
+    empty_poll: Option<(u64, u64)>,
     /// Width of the last completion bracket, ns.
     bracket_ns: u64,
     /// Duration of the gating read (moving average), ns.
     gate_read_ns: u64,
     since_bracket: u32,
-    /// The current poll was scheduled deliberately early (to re-bracket).
-    early_poll: bool,
-    /// The current poll is a calibration poll (see `calibrate`).
-    calibration_poll: bool,
+    /// Why the current poll comes when it does.
+    poll_kind: PollKind,
     /// How early a deliberate early poll comes: period >> this (3: an eighth; less
     /// after an early poll that still found the conversion done).
     early_shift: u32,
@@ -280,16 +274,31 @@ struct Slot {
     idle_interval: bool,
 }
 
+/// Why a gated chip's poll comes when it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PollKind {
+    /// When the next conversion should have completed, plus a margin.
+    OnSchedule,
+    /// Deliberately early, to re-bracket the phase.
+    Early,
+    /// Just before the earliest the next conversion can complete (see `calibrate`).
+    Calibration,
+}
+
 impl Slot {
+    /// The period the schedule uses: the middle of the period bounds (the nominal
+    /// period until they narrow, and always for ungated sensors).
+    fn period_est_ns(&self) -> u64 {
+        (self.period_bounds_ns.0 + self.period_bounds_ns.1) / 2
+    }
+
     fn reset_schedule(&mut self) {
         self.c_est = None;
-        self.not_ready_at = None;
-        self.not_ready_start = None;
+        self.empty_poll = None;
         self.bracket_ns = 0;
         self.since_bracket = 0;
         self.brackets.clear();
-        self.early_poll = false;
-        self.calibration_poll = false;
+        self.poll_kind = PollKind::OnSchedule;
         self.early_shift = 3;
     }
 }
@@ -316,12 +325,11 @@ fn narrow(known: (u64, u64), sample: (u64, u64)) -> Option<(u64, u64)> {
     (both.0 <= both.1).then_some(both)
 }
 
-/// The oscillator tolerance around `nominal_ns`: ±15 %.
+/// The oscillator tolerance around `nominal_ns`: ±15 %, centred on it exactly (so
+/// its middle, the estimate before any measurement, is the nominal period).
 fn tolerance(nominal_ns: u64) -> (u64, u64) {
-    (
-        nominal_ns * MIN_PERIOD_NUM / MIN_PERIOD_DEN,
-        nominal_ns * (2 * MIN_PERIOD_DEN - MIN_PERIOD_NUM) / MIN_PERIOD_DEN,
-    )
+    let lo = nominal_ns * MIN_PERIOD_NUM / MIN_PERIOD_DEN;
+    (lo, 2 * nominal_ns - lo)
 }
 
 /// Cycles between deliberately early polls that re-bracket a gated chip's phase
@@ -406,10 +414,8 @@ pub fn start_with_sensors(
         let sensor_period_ns = sensor.period_ns().max(1);
         let slot = Slot {
             period_ns: sensor_period_ns,
-            period_est_ns: sensor_period_ns,
             period_bounds_ns: tolerance(sensor_period_ns),
             brackets: VecDeque::with_capacity(BRACKETS_KEPT),
-            not_ready_start: None,
             gated: sensor.gated(),
             sensor,
             base,
@@ -419,12 +425,11 @@ pub fn start_with_sensors(
             next_health_ns: now + opts.health_check_ns,
             last_after_ns: None,
             c_est: None,
-            not_ready_at: None,
+            empty_poll: None,
             bracket_ns: 0,
             gate_read_ns: 0,
             since_bracket: 0,
-            early_poll: false,
-            calibration_poll: false,
+            poll_kind: PollKind::OnSchedule,
             early_shift: 3,
             calibrate: CALIBRATION_CYCLES,
             idle_interval: false,
@@ -688,7 +693,7 @@ fn service(
     } else {
         (slot.gate_read_ns * 7 + gate_read) / 8
     };
-    let period = slot.period_est_ns;
+    let period = slot.period_est_ns();
     if !r.fresh {
         {
             let mut st = lock(&shared.state);
@@ -699,8 +704,7 @@ fn service(
             }
         }
         if slot.gated {
-            slot.not_ready_at = Some(r.gate_ns);
-            slot.not_ready_start = Some(r.start_ns);
+            slot.empty_poll = Some((r.start_ns, r.gate_ns));
             // Poll again soon: a sixteenth of a period, 10 µs … 1 ms.
             slot.next_wake_ns = r.gate_ns + (period / 16).clamp(10_000, 1_000_000);
         } else {
@@ -724,18 +728,20 @@ fn service(
 
     let mut missed = 0;
     if slot.gated {
-        let (c_est, bracketed) = match (slot.not_ready_at.take(), slot.c_est) {
-            (Some(p), _) => {
+        let empty_poll = slot.empty_poll.take();
+        let bracketed = empty_poll.is_some();
+        let c_est = match (empty_poll, slot.c_est) {
+            (Some((_, p)), _) => {
                 slot.bracket_ns = r.gate_ns.saturating_sub(p);
-                (p + slot.bracket_ns / 2, true)
+                p + slot.bracket_ns / 2
             }
             (None, Some(prev)) => {
                 let n = ((r.gate_ns.saturating_sub(prev)) as f64 / period as f64)
                     .round()
                     .max(1.0) as u64;
-                ((prev + n * period).min(r.gate_ns), false)
+                (prev + n * period).min(r.gate_ns)
             }
-            (None, None) => (r.gate_ns, false),
+            (None, None) => r.gate_ns,
         };
         if let Some(prev) = slot.c_est {
             let n = (c_est.saturating_sub(prev) as f64 / period as f64).round() as u64;
@@ -745,10 +751,9 @@ fn service(
         // Learn the chip's own period (a slow chip otherwise costs an empty poll and
         // a wake-up per conversion; a fast one, misses) from hard bounds, so which
         // pairs happen to be measured cannot bias it.
-        let was_calibration = std::mem::take(&mut slot.calibration_poll);
-        let after = std::mem::take(&mut slot.not_ready_start);
-        let cur = after.filter(|_| bracketed).map(|a| (a, r.gate_ns));
-        if let Some(cur) = cur {
+        let poll_kind = std::mem::replace(&mut slot.poll_kind, PollKind::OnSchedule);
+        if let Some((after, _)) = empty_poll {
+            let cur = (after, r.gate_ns);
             for i in 0..slot.brackets.len() {
                 let Some(b) = period_bounds(slot.brackets[i], cur, slot.period_bounds_ns) else {
                     continue;
@@ -764,22 +769,20 @@ fn service(
                     }
                 }
             }
-            slot.period_est_ns = (slot.period_bounds_ns.0 + slot.period_bounds_ns.1) / 2;
             if slot.brackets.len() == BRACKETS_KEPT {
                 slot.brackets.pop_front();
             }
             slot.brackets.push_back(cur);
         }
         let margin = (slot.bracket_ns / 2 + 10_000).clamp(10_000, (period / 4).max(10_000));
-        let was_early = std::mem::take(&mut slot.early_poll);
         if bracketed {
             slot.early_shift = 3;
-            if !was_early && !was_calibration {
+            if poll_kind == PollKind::OnSchedule {
                 // A poll on the usual schedule came early: the chip runs behind the
                 // estimate (or a wake-up came early). Measure it.
                 slot.calibrate = slot.calibrate.max(2);
             }
-        } else if was_early {
+        } else if poll_kind == PollKind::Early {
             // The deliberate early poll found the conversion already done: the chip
             // runs ahead of the estimate. Poll earlier next cycle, and measure it.
             slot.early_shift = slot.early_shift.saturating_sub(1).max(1);
@@ -797,7 +800,7 @@ fn service(
             // next bracket is exactly one period on.
             slot.calibrate -= 1;
             slot.since_bracket = 0;
-            slot.calibration_poll = true;
+            slot.poll_kind = PollKind::Calibration;
             let lower = c_est.saturating_sub(slot.bracket_ns / 2);
             lower + slot.period_bounds_ns.0
         } else if bracketed {
@@ -809,7 +812,7 @@ fn service(
         {
             // Deliberately early: expect one empty poll, which re-brackets the phase.
             slot.since_bracket = 0;
-            slot.early_poll = true;
+            slot.poll_kind = PollKind::Early;
             c_est + period - (period >> slot.early_shift)
         } else {
             slot.since_bracket += 1;
