@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edgewatt::clock::monotonic_ns;
-use edgewatt::power::{start_sampler, Recorder, SamplerOptions};
+use edgewatt::power::{start_sampler, Recorded, Recorder, SamplerHandle, SamplerOptions};
 use power_common::{spec, INA219_SIM};
 use tokio_util::sync::CancellationToken;
 
-fn sampler(ring_capacity: usize) -> Arc<edgewatt::power::SamplerHandle> {
+fn sampler(ring_capacity: usize) -> Arc<SamplerHandle> {
     Arc::new(
         start_sampler(
             &[spec(INA219_SIM)],
@@ -26,21 +26,20 @@ fn sampler(ring_capacity: usize) -> Arc<edgewatt::power::SamplerHandle> {
     )
 }
 
+/// Records from now for `run`, draining every `every`; returns when it started.
+fn record(h: &Arc<SamplerHandle>, every: Duration, run: Duration) -> (u64, Recorded) {
+    let t0 = monotonic_ns();
+    let rec = Recorder::start(h.clone(), t0, every, &CancellationToken::new()).expect("recorder");
+    std::thread::sleep(run);
+    (t0, rec.finish())
+}
+
 #[test]
 fn recording_outlasts_the_ring_without_loss_or_repeats() {
     let ring = 256; // ~0.27 s at 940 Hz
     let h = sampler(ring);
     std::thread::sleep(Duration::from_millis(400)); // the ring has wrapped already
-    let t0 = monotonic_ns();
-    let rec = Recorder::start(
-        h.clone(),
-        t0,
-        Duration::from_millis(50),
-        &CancellationToken::new(),
-    )
-    .expect("recorder");
-    std::thread::sleep(Duration::from_millis(1500));
-    let got = rec.finish();
+    let (t0, got) = record(&h, Duration::from_millis(50), Duration::from_millis(1500));
     let stats = h.stats();
     h.shutdown();
 
@@ -78,17 +77,8 @@ fn starved_recording_reports_the_overwritten_span() {
     let ring = 128; // ~0.14 s at 940 Hz
     let h = sampler(ring);
     std::thread::sleep(Duration::from_millis(100));
-    let t0 = monotonic_ns();
     // Drains only at finish: 0.8 s of samples into a 0.14 s ring.
-    let rec = Recorder::start(
-        h.clone(),
-        t0,
-        Duration::from_secs(60),
-        &CancellationToken::new(),
-    )
-    .expect("recorder");
-    std::thread::sleep(Duration::from_millis(800));
-    let got = rec.finish();
+    let (_, got) = record(&h, Duration::from_secs(60), Duration::from_millis(800));
     h.shutdown();
 
     assert_eq!(got.lost.len(), 1, "one gap on the one rail: {:?}", got.lost);
