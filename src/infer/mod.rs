@@ -1,6 +1,7 @@
 //! Inference on llama.cpp.
 //!
 //! - [`engine`]    — the dedicated inference thread and its channel API
+//! - `worker`      — what runs on that thread: model cache, admission, load, the run
 //! - [`generate`]  — one request on a loaded model: tokenize, prefill, decode
 //! - [`cache`]     — loaded models, LRU within a memory budget, keep-alive
 //! - [`admission`] — memory estimate vs MemAvailable and the budget
@@ -20,6 +21,7 @@ pub mod gguf;
 pub mod metrics;
 pub mod registry;
 pub mod request;
+mod worker;
 
 pub use engine::{Engine, EngineConfig, TokenizedPrompt};
 pub use error::EngineError;
