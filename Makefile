@@ -71,3 +71,4 @@ clean-model:
 
 -include mk/cross.mk
 -include mk/package.mk
+-include mk/cuda.mk
