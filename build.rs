@@ -1,4 +1,5 @@
-//! Records how the binary was built (target, rustflags) for `edgewatt info`/`--version`.
+//! Records how the binary was built (target, rustflags) for `edgewatt info`/`--version`,
+//! and compiles the small C++ shim in csrc/.
 fn main() {
     let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS")
         .unwrap_or_default()
@@ -15,4 +16,13 @@ fn main() {
     );
     println!("cargo:rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
     println!("cargo:rerun-if-changed=build.rs");
+
+    // C entry points for llama.cpp's C++-only memory/device queries (src/infer/llama_mem.rs).
+    println!("cargo:rerun-if-changed=csrc/llama_memory.cpp");
+    cc::Build::new()
+        .cpp(true)
+        .std("c++17")
+        .warnings(true)
+        .file("csrc/llama_memory.cpp")
+        .compile("edgewatt_llama_memory");
 }

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::infer::GpuDevice;
+
 /// Build facts.
 #[derive(Debug, Serialize)]
 pub struct BuildInfo {
@@ -14,7 +16,12 @@ pub struct BuildInfo {
     /// ggml's own report of the CPU features it was compiled with.
     pub ggml_system_info: String,
     pub llama_cpp_crate: &'static str,
+    /// Compiled with a GPU feature (`cuda`).
     pub gpu_offload: bool,
+    /// GPU backends ggml's registry holds at run time (`CUDA`); empty on a CPU build.
+    pub gpu_backends: Vec<String>,
+    /// Their devices, with free/total memory now.
+    pub gpu_devices: Vec<GpuDevice>,
 }
 
 fn rust_features() -> Vec<&'static str> {
@@ -52,6 +59,9 @@ pub fn build_info() -> BuildInfo {
             std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
         }
     };
+    let gpu_devices = crate::infer::gpu_devices();
+    let mut gpu_backends: Vec<String> = gpu_devices.iter().map(|d| d.backend.clone()).collect();
+    gpu_backends.dedup();
     BuildInfo {
         version: env!("CARGO_PKG_VERSION"),
         target: env!("EDGEWATT_TARGET"),
@@ -60,6 +70,8 @@ pub fn build_info() -> BuildInfo {
         ggml_system_info: sys.trim().to_string(),
         llama_cpp_crate: "llama-cpp-2 0.1.160",
         gpu_offload: cfg!(feature = "cuda"),
+        gpu_backends,
+        gpu_devices,
     }
 }
 
@@ -77,6 +89,38 @@ pub fn long_version() -> &'static str {
     })
 }
 
+/// The `gpu` line: the backends ggml sees, or why there are none.
+pub fn gpu_line(b: &BuildInfo) -> String {
+    match (b.gpu_backends.is_empty(), b.gpu_offload) {
+        (false, _) => format!(
+            "{} ({} device{})",
+            b.gpu_backends.join(", "),
+            b.gpu_devices.len(),
+            if b.gpu_devices.len() == 1 { "" } else { "s" }
+        ),
+        (true, false) => "no GPU backend (CPU build)".to_string(),
+        (true, true) => "no GPU backend: built with cuda but ggml found no CUDA device \
+                         (driver missing or no GPU)"
+            .to_string(),
+    }
+}
+
+/// `CUDA0: Orin (CUDA, integrated: shares RAM, 6812/7620 MiB free)`.
+pub fn device_line(d: &GpuDevice) -> String {
+    format!(
+        "{} ({}, {}, {}/{} MiB free)",
+        d.label(),
+        d.backend,
+        if d.unified_memory() {
+            "integrated: shares RAM"
+        } else {
+            "discrete"
+        },
+        d.memory_free_bytes >> 20,
+        d.memory_total_bytes >> 20
+    )
+}
+
 /// Prints build info as text or JSON.
 pub fn run(json: bool) -> anyhow::Result<()> {
     let b = build_info();
@@ -89,14 +133,10 @@ pub fn run(json: bool) -> anyhow::Result<()> {
         println!("rust features {}", b.rust_features.join(" "));
         println!("ggml         {}", b.ggml_system_info);
         println!("llama.cpp    {}", b.llama_cpp_crate);
-        println!(
-            "gpu offload  {}",
-            if b.gpu_offload {
-                "cuda"
-            } else {
-                "none (CPU build)"
-            }
-        );
+        println!("gpu          {}", gpu_line(&b));
+        for d in &b.gpu_devices {
+            println!("  {}", device_line(d));
+        }
     }
     Ok(())
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use super::admission::AdmissionRefused;
 use super::gguf::GgufError;
+use super::offload::GpuAdmissionRefused;
 use super::registry::ModelNameError;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +21,8 @@ pub enum EngineError {
     Load { name: String, path: PathBuf },
     #[error("memory admission refused: {0}")]
     Admission(#[from] AdmissionRefused),
+    #[error("memory admission refused: {0}")]
+    GpuAdmission(#[from] GpuAdmissionRefused),
     #[error("prompt is {prompt_tokens} tokens but the context holds {n_ctx} (n_ctx); shorten the prompt or raise 'n_ctx' (the model was trained on {trained_ctx})")]
     ContextOverflow {
         prompt_tokens: u32,
@@ -67,7 +70,7 @@ impl EngineError {
                 GgufError::Io { .. } => "model_unreadable",
             },
             EngineError::Load { .. } => "model_load_failed",
-            EngineError::Admission(_) => "admission_refused",
+            EngineError::Admission(_) | EngineError::GpuAdmission(_) => "admission_refused",
             EngineError::ContextOverflow { .. } => "context_overflow",
             EngineError::EmptyPrompt => "empty_prompt",
             EngineError::NoChatTemplate { .. } => "no_chat_template",
@@ -91,6 +94,7 @@ impl EngineError {
             EngineError::ModelName(_)
                 | EngineError::BadModelFile { .. }
                 | EngineError::Admission(_)
+                | EngineError::GpuAdmission(_)
                 | EngineError::ContextOverflow { .. }
                 | EngineError::EmptyPrompt
                 | EngineError::NoChatTemplate { .. }

@@ -127,6 +127,9 @@ pub struct RunReport {
     pub repetition_stats: Option<RepetitionStats>,
     /// llama.cpp's own perf counters for the last repetition (cross-check only).
     pub llama_perf: Option<LlamaPerf>,
+    /// What llama.cpp did with `n_gpu_layers`: layers, devices, bytes per buffer (issue 15).
+    #[serde(default)]
+    pub offload: super::offload::OffloadReport,
     pub started_unix_ns: u64,
     pub finished_unix_ns: u64,
     /// Monotonic window of the run: first event (load or repetition start).

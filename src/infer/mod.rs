@@ -5,6 +5,8 @@
 //! - [`generate`]  — one request on a loaded model: tokenize, prefill, decode
 //! - [`cache`]     — loaded models, LRU within a memory budget, keep-alive
 //! - [`admission`] — memory estimate vs MemAvailable and the budget
+//! - [`offload`]   — GPU offload: devices, layers used, the result's `offload {…}`
+//! - `llama_mem`   — llama.cpp's device list and memory per buffer (the FFI for offload)
 //! - [`registry`]  — model names → files in the model directory, listing
 //! - [`gguf`]      — GGUF header reader (metadata, truncation check)
 //! - [`events`]    — the observer interface (timestamped engine events)
@@ -18,7 +20,9 @@ pub mod error;
 pub mod events;
 pub mod generate;
 pub mod gguf;
+mod llama_mem;
 pub mod metrics;
+pub mod offload;
 pub mod registry;
 pub mod request;
 mod worker;
@@ -27,5 +31,11 @@ pub use engine::{Engine, EngineConfig, TokenizedPrompt};
 pub use error::EngineError;
 pub use events::{EngineEvent, EventLog, EventObserver, FinishReason, NoopObserver, Tee};
 pub use metrics::RunReport;
+pub use offload::{GpuDevice, OffloadReport};
 pub use registry::ModelInfo;
 pub use request::{ChatMessage, GenerateOptions, GenerateRequest, PromptInput};
+
+/// The GPU devices ggml's registry holds in this build (empty on a CPU build).
+pub fn gpu_devices() -> Vec<GpuDevice> {
+    llama_mem::gpu_devices()
+}

@@ -15,16 +15,18 @@ use llama_cpp_2::model::LlamaModel;
 use tokio_util::sync::CancellationToken;
 
 use super::admission::{self, MemoryEstimate, ModelShape};
-use super::cache::{Entry, ModelCache};
+use super::cache::{Entry, ModelCache, ModelKey};
 use super::engine::{backend, Command, EngineConfig, Heartbeat, TokenizedPrompt, EXPIRE_TICK};
 use super::error::EngineError;
 use super::events::{EngineEvent, EventObserver, FinishReason};
 use super::generate::{self, run_repetition};
 use super::gguf::GgufInfo;
+use super::llama_mem;
 use super::metrics::{
     latency, mean_sd, ns_to_ms, LlamaPerf, Memory, ModelFacts, RepetitionStats, RunReport, Timings,
     TokenCounts,
 };
+use super::offload::{self, GpuDevice, OffloadReport};
 use super::registry;
 use super::request::{GenerateRequest, PromptInput};
 use crate::clock::{monotonic_ns, unix_ns};
@@ -133,8 +135,8 @@ impl Worker {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            for p in self.cache.expire(Instant::now()) {
-                tracing::info!(model = %p.display(), "keep-alive ran out; model unloaded");
+            for k in self.cache.expire(Instant::now()) {
+                tracing::info!(model = %k, "keep-alive ran out; model unloaded");
             }
         }
         tracing::debug!("inference thread exits");
@@ -213,7 +215,10 @@ impl Worker {
     }
 
     /// Estimates the job's memory and applies the admission rule; models that would
-    /// have to be evicted anyway are not counted against the budget.
+    /// have to be evicted anyway are not counted against the budget. With layers on a
+    /// discrete GPU, their share is checked against the device's free memory and the
+    /// rest against MemAvailable; an integrated GPU's share is system RAM, so there
+    /// (and on the CPU) the whole estimate counts against MemAvailable.
     fn admission(
         &self,
         m: &Resolved,
@@ -222,7 +227,9 @@ impl Worker {
     ) -> Result<MemoryEstimate, EngineError> {
         let sh = shape(&m.info);
         let n_ctx = self.n_ctx_for(m, req) as u64;
-        let cached = self.cache.contains(&m.path);
+        let gpus = llama_mem::gpu_devices();
+        let key = self.key_for(m, req.options.n_gpu_layers, &gpus);
+        let cached = self.cache.contains(&key);
         let model_bytes = m.info.data_end_bytes;
         let estimate = MemoryEstimate {
             model_bytes: if cached { 0 } else { model_bytes },
@@ -230,8 +237,20 @@ impl Worker {
             compute_bytes: admission::compute_bytes(&sh, req.options.batch.clamp(1, 512) as u64),
         };
         let held = if cached { model_bytes } else { 0 };
+        let layers_total = sh.n_layer as u32 + 1;
+        let mut host_estimate = estimate;
+        if let Some(gpu) = gpus.first().filter(|_| key.n_gpu_layers > 0) {
+            let on_gpu = offload::admit_gpu(&estimate, key.n_gpu_layers, layers_total, gpu)?;
+            if !gpu.unified_memory() {
+                let share =
+                    |b: u64| (b as u128 * key.n_gpu_layers as u128 / layers_total as u128) as u64;
+                host_estimate.model_bytes -= share(estimate.model_bytes);
+                host_estimate.kv_bytes -= share(estimate.kv_bytes);
+                tracing::debug!(on_gpu, device = %gpu.label(), "GPU share admitted");
+            }
+        }
         admission::admit(
-            estimate,
+            host_estimate,
             available_bytes,
             self.cfg.memory_budget_bytes,
             held,
@@ -239,18 +258,33 @@ impl Worker {
         Ok(estimate)
     }
 
-    /// Loads (or finds in the cache) a model; returns (load_ms, cached).
-    fn ensure_loaded(&mut self, m: &Resolved, need_bytes: u64) -> Result<(f64, bool), EngineError> {
-        if self.cache.contains(&m.path) {
+    /// The cache key of a job: its file and the layers llama.cpp will put on the GPU
+    /// (`n_gpu_layers` clamped to the model's layers; 0 without a GPU device).
+    fn key_for(&self, m: &Resolved, n_gpu_layers: u32, gpus: &[GpuDevice]) -> ModelKey {
+        let n_layer = shape(&m.info).n_layer as u32;
+        ModelKey::new(
+            m.path.clone(),
+            offload::layers_used(n_gpu_layers, n_layer, gpus.len()),
+        )
+    }
+
+    /// Loads (or finds in the cache) a model with `key`'s offload; returns (load_ms, cached).
+    fn ensure_loaded(
+        &mut self,
+        m: &Resolved,
+        key: &ModelKey,
+        need_bytes: u64,
+    ) -> Result<(f64, bool), EngineError> {
+        if self.cache.contains(key) {
             return Ok((0.0, true));
         }
-        for p in self
+        for k in self
             .cache
-            .make_room(need_bytes, self.cfg.memory_budget_bytes, &m.path)
+            .make_room(need_bytes, self.cfg.memory_budget_bytes, key)
         {
-            tracing::info!(model = %p.display(), "evicted to make room");
+            tracing::info!(model = %k, "evicted to make room");
         }
-        let mut params = LlamaModelParams::default().with_n_gpu_layers(0);
+        let mut params = LlamaModelParams::default().with_n_gpu_layers(key.n_gpu_layers);
         if self.cfg.load_progress && std::io::stderr().is_terminal() {
             let name = m.name.clone();
             params = params.with_progress_callback(move |p| {
@@ -272,7 +306,7 @@ impl Worker {
         let load_ms = ns_to_ms(monotonic_ns() - t0);
         let bytes = model.size();
         self.cache.insert(Entry {
-            path: m.path.clone(),
+            key: key.clone(),
             model,
             bytes,
             last_used: Instant::now(),
@@ -287,8 +321,15 @@ impl Worker {
         input: &PromptInput,
     ) -> Result<TokenizedPrompt, EngineError> {
         let m = self.resolve(name)?;
-        self.ensure_loaded(&m, m.info.data_end_bytes)?;
-        let model = &self.cache.get(&m.path).expect("just loaded").model;
+        // Any loaded variant tokenizes the same; load on the CPU if none is.
+        let key = self
+            .cache
+            .keys()
+            .into_iter()
+            .find(|k| k.path == m.path)
+            .unwrap_or_else(|| ModelKey::new(m.path.clone(), 0));
+        self.ensure_loaded(&m, &key, m.info.data_end_bytes)?;
+        let model = &self.cache.get(&key).expect("just loaded").model;
         let (text, _) = generate::render_prompt(model, name, input)?;
         let tokens = generate::tokenize(model, name, input)?;
         let vocab = model.vocab();
@@ -320,16 +361,20 @@ impl Worker {
                 reason: "must be at least 1".into(),
             });
         }
-        if o.n_gpu_layers > 0 && !cfg!(feature = "cuda") {
+        // What ggml's device registry holds at run time, not only what was compiled in.
+        backend()?;
+        let gpus = llama_mem::gpu_devices();
+        if o.n_gpu_layers > 0 && gpus.is_empty() {
             return Err(EngineError::InvalidOption {
                 field: "n_gpu_layers",
                 reason: format!(
-                    "'{}' requested but this build has no GPU backend; use 0",
+                    "'{}' requested but this build has no GPU backend (ggml sees only the CPU); use 0",
                     o.n_gpu_layers
                 ),
             });
         }
         let m = self.resolve(&req.model)?;
+        let key = self.key_for(&m, o.n_gpu_layers, &gpus);
         let mem_available_bytes = admission::mem_available_bytes();
         let estimate = self.admission(&m, req, mem_available_bytes)?;
         reset_peak_rss();
@@ -340,7 +385,7 @@ impl Worker {
             t_ns: start_ns,
             model: m.name.clone(),
         });
-        let (load_ms, cached) = self.ensure_loaded(&m, estimate.total_bytes())?;
+        let (load_ms, cached) = self.ensure_loaded(&m, &key, estimate.total_bytes())?;
         observer.on_event(&EngineEvent::LoadEnd {
             t_ns: monotonic_ns(),
             cached,
@@ -350,8 +395,8 @@ impl Worker {
         }
 
         let keep_alive = req.keep_alive_s.unwrap_or(self.cfg.default_keep_alive_s);
-        let result = self.run_loaded(&m, req, observer, cancel, load_ms, cached);
-        self.cache.touch(&m.path, keep_alive, Instant::now());
+        let result = self.run_loaded(&m, &key, req, observer, cancel, load_ms, cached);
+        self.cache.touch(&key, keep_alive, Instant::now());
         let (mut report, end_ns) = result?;
         report.memory.mem_available_bytes = mem_available_bytes;
         report.memory.kv_bytes = estimate.kv_bytes;
@@ -364,18 +409,22 @@ impl Worker {
         Ok(report)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run_loaded(
         &self,
         m: &Resolved,
+        key: &ModelKey,
         req: &GenerateRequest,
         observer: &mut dyn EventObserver,
         cancel: &CancellationToken,
         load_ms: f64,
         cached: bool,
     ) -> Result<(RunReport, u64), EngineError> {
-        let model = &self.cache.get(&m.path).expect("model was loaded").model;
+        let model = &self.cache.get(key).expect("model was loaded").model;
         let mut o = req.options.clone();
         o.n_ctx = self.n_ctx_for(m, req);
+        // The layers llama.cpp uses ("all" is the model's count), as the run reports them.
+        o.n_gpu_layers = key.n_gpu_layers;
         let threads = o.threads.unwrap_or_else(default_threads).max(1);
         let threads_batch = o.threads_batch.unwrap_or(threads).max(1);
         o.threads = Some(threads);
@@ -437,6 +486,7 @@ impl Worker {
                 eval_tokens: t.n_eval(),
             }
         });
+        let offload = offload_report(model, &ctx, req.options.n_gpu_layers, key.n_gpu_layers);
         let several = measured.len() > 1 || o.warmup > 0;
         let timings = Timings {
             queue_ms: 0.0,
@@ -467,12 +517,48 @@ impl Worker {
             repetition_stats: several.then(|| RepetitionStats::from_reps(&measured)),
             repetitions: if several { measured } else { Vec::new() },
             llama_perf,
+            offload,
             started_unix_ns: 0,
             finished_unix_ns: 0,
             start_ns: 0,
             end_ns: 0,
         };
         Ok((report, end_ns))
+    }
+}
+
+/// The result's `offload {…}` from the loaded model and its context: the devices
+/// llama.cpp chose at load, the layers its rule put there, and the bytes per buffer.
+fn offload_report(
+    model: &LlamaModel,
+    ctx: &llama_cpp_2::context::LlamaContext,
+    requested: u32,
+    loaded_with: u32,
+) -> OffloadReport {
+    let devices = llama_mem::model_devices(model);
+    let n_layer = model.n_layer();
+    let layers = offload::layers_used(loaded_with, n_layer, devices.len());
+    let buffers = llama_mem::memory_breakdown(ctx);
+    let (gpu_bytes, host_bytes) = offload::split_bytes(&buffers);
+    let registry = llama_mem::gpu_devices();
+    let used = if layers > 0 { devices.as_slice() } else { &[] };
+    OffloadReport {
+        requested_layers: requested,
+        layers,
+        layers_total: n_layer + 1,
+        backend: used.first().map(|d| d.backend.clone()),
+        devices: used
+            .iter()
+            .map(|d| format!("{}: {}", d.name, d.description))
+            .collect(),
+        unified_memory: used.iter().any(|d| {
+            registry
+                .iter()
+                .any(|g| g.name == d.name && g.unified_memory())
+        }),
+        gpu_bytes,
+        host_bytes,
+        buffers,
     }
 }
 
