@@ -40,3 +40,14 @@ check-cuda: cuda-toolkit
 	$(CUDA_ENV) nice -n 19 $(CARGO) build --locked --release --features cuda --bin edgewatt \
 	  && echo "check-cuda: build took $$(( $$(date +%s) - t0 )) s"
 	scripts/check-cuda-binary.sh $(CUDA_BIN) $(CUDA_ARCH)
+
+## cuda-gpu-check: gpu-check/ for scripts/gpu-check.sh (sm_90 binary, xz; random-weights model)
+# Its own target dir again (a different CUDA_ARCH rebuilds ggml-cuda). Carry gpu-check/
+# to the lent machine with the working tree and run scripts/gpu-check.sh there.
+GPU_CHECK_ARCH ?= 90
+cuda-gpu-check: cuda-toolkit
+	$(MAKE) --no-print-directory check-cuda CUDA_ARCH=$(GPU_CHECK_ARCH) CUDA_TARGET_DIR=$(CUDA_TARGET_DIR)-sm$(GPU_CHECK_ARCH)
+	mkdir -p gpu-check/models
+	xz -T2 -9 -c $(CUDA_TARGET_DIR)-sm$(GPU_CHECK_ARCH)/release/edgewatt > gpu-check/edgewatt.xz
+	python3 scripts/tiny-llama-gguf.py gpu-check/models/tiny-llama-random.gguf
+	@du -sh gpu-check; [ $$(du -sm gpu-check | cut -f1) -le 64 ] || { echo "gpu-check/ is over 64 MiB" >&2; exit 1; }

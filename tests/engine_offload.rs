@@ -142,3 +142,34 @@ fn info_says_no_gpu_backend_on_a_cpu_build() {
     assert_eq!(v["gpu_backends"], serde_json::json!([]));
     assert_eq!(v["gpu_devices"], serde_json::json!([]));
 }
+
+/// The random-weights model scripts/gpu-check.sh carries to a lent GPU machine loads and
+/// generates here on the CPU (needs llama.cpp's `gguf` Python package; CI installs it).
+#[test]
+fn random_weights_tiny_llama_loads_and_generates() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let file = dir.path().join("tiny-llama-random.gguf");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/tiny-llama-gguf.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(&file)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{} failed (pip install gguf==0.19.0?): {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!(size < 16 << 20, "small enough to travel: {size} bytes");
+    let e = Engine::start(EngineConfig::new(dir.path()), CancellationToken::new()).unwrap();
+    let mut r = req(0);
+    r.model = "tiny-llama-random".into();
+    r.options.max_tokens = 8;
+    r.options.ignore_eos = true;
+    let rep = run(&e, r).unwrap();
+    assert_eq!(rep.tokens.generated, 8, "ignore_eos: all 8 tokens");
+    assert_eq!((rep.offload.layers, rep.offload.layers_total), (0, 9));
+    assert!(rep.timings.prefill_tps > 0.0 && rep.timings.decode_tps > 0.0);
+}

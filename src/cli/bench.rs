@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::infer::metrics::{mean_sd, MeanSd};
+use crate::infer::OffloadReport;
 use crate::infer::{
     Engine, EngineConfig, GenerateOptions, GenerateRequest, NoopObserver, PromptInput,
 };
@@ -36,6 +37,9 @@ pub struct BenchArgs {
     /// Warm-up runs per test (not measured).
     #[arg(long, default_value_t = 1)]
     pub warmup: u32,
+    /// Layers to offload to the GPU (llama-bench `-ngl`; more than the model has = all).
+    #[arg(long, default_value_t = 0)]
+    pub n_gpu_layers: u32,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -55,6 +59,8 @@ pub struct BenchReport {
     pub threads: u32,
     pub pp: Option<TestResult>,
     pub tg: Option<TestResult>,
+    /// What llama.cpp did with `n_gpu_layers` (from the last test's run).
+    pub offload: Option<OffloadReport>,
     pub build: super::info::BuildInfo,
 }
 
@@ -91,6 +97,7 @@ pub fn run(args: &BenchArgs, mut engine_cfg: EngineConfig) -> anyhow::Result<()>
         repeat_penalty: 1.0,
         ignore_eos: true,
         batch: 2048,
+        n_gpu_layers: args.n_gpu_layers,
         n_ctx: (args.pp.max(args.tg + 2) + 16).max(512),
         ..GenerateOptions::default()
     };
@@ -122,14 +129,17 @@ pub fn run(args: &BenchArgs, mut engine_cfg: EngineConfig) -> anyhow::Result<()>
                 f: fn(&crate::infer::metrics::RepetitionReport) -> f64|
      -> Vec<f64> { r.repetitions.iter().map(f).collect() };
     let mut pp = None;
+    let mut offload = None;
     if args.pp > 0 {
         let r = run(pp_tokens(args.pp, &mut rng), 1)?;
         pp = Some(result(args.pp, reps(&r, |x| x.prefill_tps)));
+        offload = Some(r.offload);
     }
     let mut tg = None;
     if args.tg > 0 {
         let r = run(vec![bos.unwrap_or(0)], args.tg + 1)?;
         tg = Some(result(args.tg, reps(&r, |x| x.decode_tps)));
+        offload = Some(r.offload);
     }
     cancel.cancel();
     let report = BenchReport {
@@ -137,18 +147,24 @@ pub fn run(args: &BenchArgs, mut engine_cfg: EngineConfig) -> anyhow::Result<()>
         threads,
         pp,
         tg,
+        offload,
         build: super::info::build_info(),
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!("| model | threads | test | t/s |");
-        println!("|---|---|---|---|");
+        let ngl = report
+            .offload
+            .as_ref()
+            .map(|o| format!("{}/{}", o.layers, o.layers_total))
+            .unwrap_or_default();
+        println!("| model | threads | ngl | test | t/s |");
+        println!("|---|---|---|---|---|");
         for (name, t) in [("pp", &report.pp), ("tg", &report.tg)] {
             if let Some(t) = t {
                 println!(
-                    "| {} | {} | {}{} | {:.2} ± {:.2} |",
-                    report.model, threads, name, t.n_tokens, t.mean_tps, t.sd_tps
+                    "| {} | {} | {} | {}{} | {:.2} ± {:.2} |",
+                    report.model, threads, ngl, name, t.n_tokens, t.mean_tps, t.sd_tps
                 );
             }
         }
