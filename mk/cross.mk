@@ -101,10 +101,15 @@ cross-armv7:
 
 ## jetson: native CUDA build on the Jetson Orin itself (cross-compiling CUDA for Jetson does not work)
 # target-cpu=native replaces the cortex-a76 default; the linker is the native one.
+# JetPack 6 (L4T r36, Ubuntu 22.04): `sudo apt install nvidia-jetpack` (or cuda-toolkit-12-6)
+# puts CUDA 12.6 in /usr/local/cuda; also cmake >= 3.18, clang/libclang-dev for bindgen,
+# rustup. The same CUDA flags as `make check-cuda` (mk/cuda.mk): GGML_CUDA via the cuda
+# feature, CMAKE_CUDA_ARCHITECTURES=87, CUDAToolkit_ROOT. Check: `edgewatt info` lists
+# `CUDA0: Orin (CUDA, integrated: shares RAM, ...)`.
 jetson:
 	@[ "$$(uname -m)" = aarch64 ] || { echo "make jetson runs on the Orin itself (this is $$(uname -m)); use make aarch64-orin to cross-compile a CPU build" >&2; exit 1; }
 	@command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ] || { echo "nvcc not found: install JetPack's cuda-toolkit and add /usr/local/cuda/bin to PATH" >&2; exit 1; }
-	PATH="$$PATH:/usr/local/cuda/bin" CMAKE_CUDA_ARCHITECTURES=87 \
+	PATH="$$PATH:/usr/local/cuda/bin" CMAKE_CUDA_ARCHITECTURES=87 CUDAToolkit_ROOT=/usr/local/cuda \
 		RUSTFLAGS="-C target-cpu=native" CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=cc \
 		$(CARGO) build --locked --profile $(CROSS_PROFILE) --features cuda --bin edgewatt
 	@echo "built target/$(CROSS_PROFILE)/edgewatt (CUDA sm_87)"
