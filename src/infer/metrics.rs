@@ -73,6 +73,12 @@ pub struct ModelFacts {
     pub quant: Option<String>,
     pub size_bytes: u64,
     pub trained_ctx: Option<u64>,
+    /// Set when the file was requantized from an already quantized model
+    /// (`edgewatt.quantized_from`, e.g. `SmolLM2-135M-Instruct.Q4_1.gguf (Q4_1)`): its
+    /// speed, memory and energy are real for its format, its quality is not that of
+    /// a true quantization to it.
+    #[serde(default)]
+    pub requantized_from: Option<String>,
 }
 
 /// One repetition's figures.

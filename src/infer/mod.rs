@@ -5,6 +5,7 @@
 //! - [`generate`]  — one request on a loaded model: tokenize, prefill, decode
 //! - [`cache`]     — loaded models, LRU within a memory budget, keep-alive
 //! - [`admission`] — memory estimate vs MemAvailable and the budget
+//! - [`quantize`]  — `llama_model_quantize` behind checks (type, names, space, provenance)
 //! - [`registry`]  — model names → files in the model directory, listing
 //! - [`gguf`]      — GGUF header reader (metadata, truncation check)
 //! - [`events`]    — the observer interface (timestamped engine events)
@@ -19,6 +20,7 @@ pub mod events;
 pub mod generate;
 pub mod gguf;
 pub mod metrics;
+pub mod quantize;
 pub mod registry;
 pub mod request;
 mod worker;

@@ -47,6 +47,7 @@ fn model_facts(name: &str, path: &Path, info: &GgufInfo, model: Option<&LlamaMod
         quant: info.quant().map(str::to_string),
         size_bytes: info.file_bytes,
         trained_ctx: info.context_length(),
+        requantized_from: info.requantized_from().map(str::to_string),
     }
 }
 
