@@ -57,6 +57,12 @@ test: models
 bench: model build
 	@bash bench/compare.sh "$(MODEL_FILE)"
 
+## bench-quality: edgewatt vs llama-perplexity (same llama.cpp as llama-bench): PPL and
+# tokens/s on the built-in `licenses` text at n_ctx 512, SmolLM2 Q4_1 and Gemma 3 Q4_K_M,
+# alternating. BENCH_QUALITY_ARGS passes ROUNDS; env CHUNKS / THREADS / MODELS as in the script.
+bench-quality: models build
+	@EDGEWATT_BIN=$(BIN) bash bench/quality.sh $(BENCH_QUALITY_ARGS)
+
 ## bench-daemon: the packaged (dist) binary as a daemon: latency, idle CPU, RSS breakdown
 # The bench itself builds in release (llama.cpp already compiled there); the daemon it
 # measures is the dist binary, the one `make deb` and the cross builds ship.

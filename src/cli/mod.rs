@@ -15,6 +15,7 @@ pub mod generate;
 pub mod generate_traced;
 pub mod info;
 pub mod models;
+pub mod quality;
 pub mod quantize;
 pub mod report;
 pub mod sensors;
@@ -75,6 +76,8 @@ pub enum Command {
     Submit(submit::SubmitArgs),
     /// Write a model again in other quantizations (llama.cpp's quantizer), beside it.
     Quantize(quantize::QuantizeArgs),
+    /// Perplexity of a model on a text, or its KL divergence from a reference model.
+    Quality(quality::QualityArgs),
 }
 
 /// How a failure maps to the process exit code.
@@ -155,6 +158,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Submit(args) => {
             let cfg = load_config(path)?;
             submit::run(&args, &cfg)
+        }
+        Command::Quality(args) => {
+            let cfg = load_config(path)?;
+            let result = quality::run(&args, &cfg)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&result)?);
+            } else {
+                eprint!("{}", quality::table(&result));
+            }
+            Ok(())
         }
         Command::Quantize(args) => {
             let cfg = load_config(path)?;

@@ -50,6 +50,9 @@ pub enum EngineError {
     ShutDown,
     #[error("the inference thread panicked while running this job: {0}")]
     Panicked(String),
+    /// A quality job's input is unusable (text, n_ctx, reference); its own code.
+    #[error(transparent)]
+    Quality(#[from] crate::quality::QualityError),
 }
 
 impl EngineError {
@@ -80,6 +83,7 @@ impl EngineError {
             EngineError::Busy { .. } => "engine_busy",
             EngineError::ShutDown => "engine_shut_down",
             EngineError::Panicked(_) => "engine_panicked",
+            EngineError::Quality(q) => q.code(),
         }
     }
 
@@ -95,6 +99,7 @@ impl EngineError {
                 | EngineError::EmptyPrompt
                 | EngineError::NoChatTemplate { .. }
                 | EngineError::InvalidOption { .. }
+                | EngineError::Quality(_)
         )
     }
 }

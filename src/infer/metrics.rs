@@ -133,6 +133,9 @@ pub struct RunReport {
     pub repetition_stats: Option<RepetitionStats>,
     /// llama.cpp's own perf counters for the last repetition (cross-check only).
     pub llama_perf: Option<LlamaPerf>,
+    /// Quality jobs (`kind` perplexity / kld): what was scored and how well.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub quality: Option<crate::quality::QualityResult>,
     pub started_unix_ns: u64,
     pub finished_unix_ns: u64,
     /// Monotonic window of the run: first event (load or repetition start).

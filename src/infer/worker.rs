@@ -29,8 +29,15 @@ use super::registry;
 use super::request::{GenerateRequest, PromptInput};
 use crate::clock::{monotonic_ns, unix_ns};
 
+mod quality;
+
 /// Model facts from the header and llama.cpp.
-fn model_facts(name: &str, path: &Path, info: &GgufInfo, model: Option<&LlamaModel>) -> ModelFacts {
+pub(super) fn model_facts(
+    name: &str,
+    path: &Path,
+    info: &GgufInfo,
+    model: Option<&LlamaModel>,
+) -> ModelFacts {
     let n_params = model.map(|m| m.n_params()).unwrap_or(0);
     ModelFacts {
         name: name.to_string(),
@@ -62,7 +69,7 @@ fn shape(info: &GgufInfo) -> ModelShape {
 }
 
 /// Resets the kernel's peak-RSS counter (VmHWM) so the next reading is this job's peak.
-fn reset_peak_rss() {
+pub(super) fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
@@ -85,7 +92,7 @@ pub fn peak_rss_bytes() -> u64 {
         .unwrap_or(0)
 }
 
-fn default_threads() -> u32 {
+pub(super) fn default_threads() -> u32 {
     std::thread::available_parallelism()
         .map(|n| n.get() as u32)
         .unwrap_or(1)
@@ -169,6 +176,23 @@ impl Worker {
                 let r =
                     std::panic::catch_unwind(AssertUnwindSafe(|| self.tokenize(&model, &input)))
                         .unwrap_or_else(|p| Err(EngineError::Panicked(panic_text(&p))));
+                let _ = reply.send(r);
+            }
+            Command::Quality {
+                req,
+                mut observer,
+                cancel,
+                reply,
+            } => {
+                let beat = self.heartbeat.clone();
+                let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    let mut hb = Heartbeat {
+                        inner: &mut *observer,
+                        beat: &beat,
+                    };
+                    self.quality(&req, &mut hb, &cancel)
+                }))
+                .unwrap_or_else(|p| Err(EngineError::Panicked(panic_text(&p))));
                 let _ = reply.send(r);
             }
             Command::Admit { req, reply } => {
@@ -468,6 +492,7 @@ impl Worker {
             repetition_stats: several.then(|| RepetitionStats::from_reps(&measured)),
             repetitions: if several { measured } else { Vec::new() },
             llama_perf,
+            quality: None,
             started_unix_ns: 0,
             finished_unix_ns: 0,
             start_ns: 0,
