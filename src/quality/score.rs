@@ -4,8 +4,8 @@
 //! when canceled.
 //!
 //! Events: `repetition_start`, `prefill_start` (the eval phase: `prompt_tokens` = the
-//! tokens every chunk evaluates together), `prefill_end`, `done` — so traces, phases
-//! and energy are computed for a quality job as for any job.
+//! tokens every chunk evaluates together), `done` (which closes it) — so traces,
+//! phases and energy are computed for a quality job as for any job.
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -236,8 +236,9 @@ pub fn score(
         }
         done += 1;
     }
+    // No `prefill_end`: it would open a decode phase (and a `decode` status) that a
+    // quality job does not have; `done` closes the eval phase.
     let eval_end_ns = monotonic_ns();
-    observer.on_event(&EngineEvent::PrefillEnd { t_ns: eval_end_ns });
     observer.on_event(&EngineEvent::Done {
         t_ns: eval_end_ns,
         finish_reason: finish,
