@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::daemon::measure::Measure;
-use crate::infer::{Engine, EventLog, EventObserver, NoopObserver, Tee};
+use crate::infer::{Engine, EventLog, EventObserver, Tee};
 use crate::quality::{self, QualityKind, QualityRequest, DEFAULT_N_CTX};
 
 /// Options for `edgewatt quality`.
@@ -85,7 +85,8 @@ pub fn run(args: &QualityArgs, cfg: &Config) -> anyhow::Result<Value> {
     let mut engine_cfg = super::engine_config(cfg);
     engine_cfg.default_keep_alive_s = 0;
     let engine = Engine::start(engine_cfg, cancel.child_token())?;
-    if let Some(m) = &measure {
+    if measure.is_some() {
+        // The idle baseline is the sampler's stream before the job: wait it out.
         if !args.json {
             eprintln!(
                 "sampling an idle baseline for {} ms…",
@@ -93,12 +94,10 @@ pub fn run(args: &QualityArgs, cfg: &Config) -> anyhow::Result<Value> {
             );
         }
         std::thread::sleep(Duration::from_millis(cfg.power.idle_window_ms));
-        let _ = m;
     }
     let recording = measure.as_ref().and_then(|m| m.begin_job());
     let log = Arc::new(Mutex::new(EventLog::default()));
-    let observers: Vec<Box<dyn EventObserver>> =
-        vec![Box::new(log.clone()), Box::new(NoopObserver)];
+    let observers: Vec<Box<dyn EventObserver>> = vec![Box::new(log.clone())];
     let report = engine
         .quality_blocking(
             req.clone(),
