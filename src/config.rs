@@ -54,6 +54,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Job lifecycle policy.
     pub jobs: JobsConfig,
+    /// Texts quality jobs score (perplexity, KL divergence).
+    pub quality: QualityConfig,
 }
 
 /// `[device]`
@@ -282,6 +284,24 @@ impl Default for StoreConfig {
             path: PathBuf::from("state/edgewatt.db"),
             max_age_days: 30,
             max_bytes: 1024 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[quality]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QualityConfig {
+    /// Directory of `.txt` scoring texts; a text's name is its file stem (the built-in
+    /// `licenses` needs no file). Default `texts` (a checkout); the packaged file sets
+    /// `/var/lib/edgewatt/texts`.
+    pub texts_dir: PathBuf,
+}
+
+impl Default for QualityConfig {
+    fn default() -> Self {
+        QualityConfig {
+            texts_dir: PathBuf::from("texts"),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! - `sensors`  — probe sensors, live readings, bus scan  - `trace`   — export/plot a stored trace
 //! - `report`   — one row per stored job                  - `config`  — check the configuration
 //! - `daemon`   — the MQTT service                        - `submit`  — send jobs to a daemon
+//! - `quantize` — new quantizations of a model            - `quality` — perplexity / KL divergence
 
 pub mod bench;
 pub mod config_cmd;
@@ -14,6 +15,8 @@ pub mod generate;
 pub mod generate_traced;
 pub mod info;
 pub mod models;
+pub mod quality;
+pub mod quantize;
 pub mod report;
 pub mod sensors;
 pub mod submit;
@@ -71,6 +74,10 @@ pub enum Command {
     Daemon(daemon_cmd::DaemonArgs),
     /// Submit jobs to a daemon over MQTT and show their states, tokens and results.
     Submit(submit::SubmitArgs),
+    /// Write a model again in other quantizations (llama.cpp's quantizer), beside it.
+    Quantize(quantize::QuantizeArgs),
+    /// Perplexity of a model on a text, or its KL divergence from a reference model.
+    Quality(quality::QualityArgs),
 }
 
 /// How a failure maps to the process exit code.
@@ -151,6 +158,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Submit(args) => {
             let cfg = load_config(path)?;
             submit::run(&args, &cfg)
+        }
+        Command::Quality(args) => {
+            let cfg = load_config(path)?;
+            let result = quality::run(&args, &cfg)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&result)?);
+            } else {
+                eprint!("{}", quality::table(&result));
+            }
+            Ok(())
+        }
+        Command::Quantize(args) => {
+            let cfg = load_config(path)?;
+            quantize::run(&args, &cfg.models.dir)
         }
         Command::Bench(args) => {
             let cfg = load_config(path)?;

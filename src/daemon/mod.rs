@@ -14,6 +14,7 @@
 //! - [`settings`] — the daemon's view of the configuration
 //! - [`intake`]   — incoming jobs and cancels → journal → ack → queue
 //! - [`runner`]   — one job at a time on the engine; results, statuses, streaming
+//! - [`quality_job`] — a quality job's text resolved, then scored by the engine
 //! - [`outbox`]   — publishes journaled messages, marks them sent on PUBACK
 //! - [`status`]   — retained board status, live power, watchdog
 //! - [`measure`]  — sampler + thermal + trace → energy summary
@@ -24,6 +25,7 @@ pub mod systemd;
 pub mod intake;
 pub mod measure;
 pub mod outbox;
+pub mod quality_job;
 pub mod recovery;
 mod replies;
 pub mod runner;

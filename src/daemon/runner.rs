@@ -141,9 +141,7 @@ async fn run_one(
     let forwarder = tokio::spawn(forward(ctx.clone(), id.clone(), rx));
 
     let request_json = request_json(&q);
-    let generation = ctx
-        .engine
-        .generate(q.job.request.clone(), Box::new(observer), token.clone());
+    let generation = super::quality_job::run_engine(ctx, &q.job, Box::new(observer), token.clone());
     tokio::pin!(generation);
 
     // A graceful shutdown lets the job finish within the drain timeout; after that it
@@ -236,7 +234,11 @@ async fn finish_report(
         if let Some(t) = obj.get_mut("timings").and_then(Value::as_object_mut) {
             t.insert("queue_ms".into(), json!(queue_ms));
         }
+        if let Some(spec) = &q.job.quality {
+            obj.insert("kind".into(), json!(spec.kind.as_str()));
+        }
     }
+    crate::quality::energy::annotate(&mut result);
     let error = canceled.then(|| ErrorBody {
         code: "canceled".into(),
         message: "canceled by request while running; the result holds the tokens so far".into(),
@@ -301,6 +303,7 @@ fn request_json(q: &QueuedJob) -> String {
         "input": r.input,
         "options": r.options,
         "keep_alive_s": r.keep_alive_s,
+        "quality": q.job.quality,
     })
     .to_string()
 }

@@ -48,6 +48,8 @@ pub struct Settings {
     pub max_age_days: u32,
     /// Stored traces beyond this many bytes are pruned, oldest first (0 = no limit).
     pub store_max_bytes: u64,
+    /// Where quality jobs' texts are (`[quality] texts_dir`).
+    pub texts_dir: PathBuf,
 }
 
 impl Settings {
@@ -123,6 +125,7 @@ impl Settings {
             drain_timeout: Duration::from_secs(cfg.jobs.drain_timeout_s),
             max_age_days: cfg.store.max_age_days,
             store_max_bytes: cfg.store.max_bytes,
+            texts_dir: cfg.quality.texts_dir.clone(),
         })
     }
 }

@@ -21,6 +21,7 @@ use super::registry::{self, ModelInfo};
 use super::request::{GenerateRequest, PromptInput};
 use super::worker::Worker;
 use crate::clock::monotonic_ns;
+use crate::quality::QualityRequest;
 
 /// Requests that may wait for the inference thread (the daemon runs one job at a
 /// time and keeps its own queue; this only bounds direct library use).
@@ -83,6 +84,12 @@ pub(super) enum Command {
     Admit {
         req: GenerateRequest,
         reply: Reply<MemoryEstimate>,
+    },
+    Quality {
+        req: QualityRequest,
+        observer: Box<dyn EventObserver>,
+        cancel: CancellationToken,
+        reply: Reply<RunReport>,
     },
 }
 
@@ -196,6 +203,42 @@ impl Engine {
             reply,
         })?;
         Ok(rx)
+    }
+
+    /// Runs a quality job (perplexity or KL divergence); the report's `quality` holds
+    /// the scores, `timings.prefill_*` the eval phase. `cancel` stops between chunks
+    /// (the report then says `canceled`, with the chunks done).
+    pub async fn quality(
+        &self,
+        req: QualityRequest,
+        observer: Box<dyn EventObserver>,
+        cancel: CancellationToken,
+    ) -> Result<RunReport, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Quality {
+            req,
+            observer,
+            cancel,
+            reply,
+        })?;
+        rx.await.map_err(|_| EngineError::ShutDown)?
+    }
+
+    /// Blocking form of [`Engine::quality`].
+    pub fn quality_blocking(
+        &self,
+        req: QualityRequest,
+        observer: Box<dyn EventObserver>,
+        cancel: CancellationToken,
+    ) -> Result<RunReport, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Quality {
+            req,
+            observer,
+            cancel,
+            reply,
+        })?;
+        rx.blocking_recv().map_err(|_| EngineError::ShutDown)?
     }
 
     /// Tokenizes `input` with `model`'s vocabulary (loading the model if needed).

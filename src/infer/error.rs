@@ -53,6 +53,9 @@ pub enum EngineError {
     ShutDown,
     #[error("the inference thread panicked while running this job: {0}")]
     Panicked(String),
+    /// A quality job's input is unusable (text, n_ctx, reference); its own code.
+    #[error(transparent)]
+    Quality(#[from] crate::quality::QualityError),
 }
 
 impl EngineError {
@@ -83,6 +86,7 @@ impl EngineError {
             EngineError::Busy { .. } => "engine_busy",
             EngineError::ShutDown => "engine_shut_down",
             EngineError::Panicked(_) => "engine_panicked",
+            EngineError::Quality(q) => q.code(),
         }
     }
 
@@ -99,6 +103,7 @@ impl EngineError {
                 | EngineError::EmptyPrompt
                 | EngineError::NoChatTemplate { .. }
                 | EngineError::InvalidOption { .. }
+                | EngineError::Quality(_)
         )
     }
 }

@@ -93,6 +93,10 @@ pub struct GgufInfo {
     pub data_end_bytes: u64,
     /// Total file size.
     pub file_bytes: u64,
+    /// Elements of every tensor together (the weights; bits per weight divide by it).
+    pub n_weights: u64,
+    /// Bytes of every tensor's data together (by ggml type sizes).
+    pub tensor_bytes: u64,
 }
 
 impl GgufInfo {
@@ -142,6 +146,31 @@ impl GgufInfo {
     pub fn has_chat_template(&self) -> bool {
         self.meta.contains_key("tokenizer.chat_template")
     }
+    /// Tensor data bits per weight (what the quantization costs per parameter).
+    pub fn bits_per_weight(&self) -> Option<f64> {
+        (self.n_weights > 0 && self.tensor_bytes > 0)
+            .then(|| self.tensor_bytes as f64 * 8.0 / self.n_weights as f64)
+    }
+    /// `edgewatt.quantized_from` (written by `edgewatt quantize`): the source file and
+    /// its quantization, e.g. `SmolLM2-135M-Instruct.Q4_1.gguf (Q4_1)`.
+    pub fn quantized_from(&self) -> Option<&str> {
+        self.meta.get(QUANTIZED_FROM_KEY)?.as_str()
+    }
+    /// The source when this file was requantized from an already quantized model
+    /// (its quality is then not that of a true quantization of its format).
+    pub fn requantized_from(&self) -> Option<&str> {
+        let from = self.quantized_from()?;
+        let src_type = from.rsplit_once(" (")?.1.trim_end_matches(')');
+        (!is_float_type(src_type)).then_some(from)
+    }
+}
+
+/// The metadata key `edgewatt quantize` records the source in.
+pub const QUANTIZED_FROM_KEY: &str = "edgewatt.quantized_from";
+
+/// Whether a quantization name is an unquantized float format (a true source).
+pub fn is_float_type(name: &str) -> bool {
+    matches!(name, "F32" | "F16" | "BF16")
 }
 
 /// Names of `llama_ftype` values (llama.h).
@@ -347,6 +376,8 @@ pub fn read_info(path: &Path) -> Result<GgufInfo, GgufError> {
         meta.insert(key, v);
     }
     let mut data_end: u64 = 0;
+    let mut n_weights: u64 = 0;
+    let mut tensor_bytes: u64 = 0;
     for _ in 0..n_tensors {
         let name = r.string("tensor name")?;
         let n_dims = r.u32(&name)?;
@@ -363,6 +394,8 @@ pub fn read_info(path: &Path) -> Result<GgufInfo, GgufError> {
             .map(|(bytes, block)| n_elems.div_ceil(block).saturating_mul(bytes))
             .unwrap_or(0);
         data_end = data_end.max(offset.saturating_add(size));
+        n_weights = n_weights.saturating_add(n_elems);
+        tensor_bytes = tensor_bytes.saturating_add(size);
     }
     let alignment = meta
         .get("general.alignment")
@@ -384,6 +417,8 @@ pub fn read_info(path: &Path) -> Result<GgufInfo, GgufError> {
         n_tensors,
         data_end_bytes,
         file_bytes,
+        n_weights,
+        tensor_bytes,
     })
 }
 
@@ -429,6 +464,25 @@ mod tests {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(bytes).unwrap();
         f
+    }
+
+    #[test]
+    fn bits_per_weight_and_provenance() {
+        let f = write(&tiny_gguf());
+        let mut info = read_info(f.path()).unwrap();
+        assert_eq!((info.n_weights, info.tensor_bytes), (8, 32));
+        assert_eq!(info.bits_per_weight(), Some(32.0));
+        assert_eq!(info.requantized_from(), None);
+        let mut from = |v: &str| {
+            info.meta
+                .insert(QUANTIZED_FROM_KEY.into(), MetaValue::Str(v.into()));
+            info.requantized_from().map(str::to_string)
+        };
+        assert_eq!(from("m.F16.gguf (F16)"), None);
+        assert_eq!(
+            from("m.Q4_1.gguf (Q4_1)").as_deref(),
+            Some("m.Q4_1.gguf (Q4_1)")
+        );
     }
 
     #[test]

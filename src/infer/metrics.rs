@@ -73,6 +73,12 @@ pub struct ModelFacts {
     pub quant: Option<String>,
     pub size_bytes: u64,
     pub trained_ctx: Option<u64>,
+    /// Set when the file was requantized from an already quantized model
+    /// (`edgewatt.quantized_from`, e.g. `SmolLM2-135M-Instruct.Q4_1.gguf (Q4_1)`): its
+    /// speed, memory and energy are real for its format, its quality is not that of
+    /// a true quantization to it.
+    #[serde(default)]
+    pub requantized_from: Option<String>,
 }
 
 /// One repetition's figures.
@@ -130,6 +136,9 @@ pub struct RunReport {
     /// What llama.cpp did with `n_gpu_layers`: layers, devices, bytes per buffer (issue 15).
     #[serde(default)]
     pub offload: super::offload::OffloadReport,
+    /// Quality jobs (`kind` perplexity / kld): what was scored and how well.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub quality: Option<crate::quality::QualityResult>,
     pub started_unix_ns: u64,
     pub finished_unix_ns: u64,
     /// Monotonic window of the run: first event (load or repetition start).

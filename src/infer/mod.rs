@@ -7,6 +7,7 @@
 //! - [`admission`] — memory estimate vs MemAvailable and the budget
 //! - [`offload`]   — GPU offload: devices, layers used, the result's `offload {…}`
 //! - `llama_mem`   — llama.cpp's device list and memory per buffer (the FFI for offload)
+//! - [`quantize`]  — `llama_model_quantize` behind checks (type, names, space, provenance)
 //! - [`registry`]  — model names → files in the model directory, listing
 //! - [`gguf`]      — GGUF header reader (metadata, truncation check)
 //! - [`events`]    — the observer interface (timestamped engine events)
@@ -23,6 +24,7 @@ pub mod gguf;
 mod llama_mem;
 pub mod metrics;
 pub mod offload;
+pub mod quantize;
 pub mod registry;
 pub mod request;
 mod worker;

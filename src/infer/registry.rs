@@ -96,6 +96,13 @@ pub struct ModelInfo {
     pub trained_ctx: Option<u64>,
     /// Whether the file has a chat template.
     pub chat_template: bool,
+    /// Tensor data bits per weight.
+    pub bits_per_weight: Option<f64>,
+    /// `edgewatt.quantized_from`: the file this one was quantized from, and its type.
+    pub quantized_from: Option<String>,
+    /// Same, when that source was already quantized (requantized: quality below a true
+    /// quantization to this type).
+    pub requantized_from: Option<String>,
     /// Why the file cannot be used, when it cannot.
     pub error: Option<String>,
 }
@@ -124,6 +131,9 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<ModelInfo>> {
             quant: None,
             trained_ctx: None,
             chat_template: false,
+            bits_per_weight: None,
+            quantized_from: None,
+            requantized_from: None,
             error: None,
         };
         match gguf::read_info(&path) {
@@ -133,6 +143,9 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<ModelInfo>> {
                 info.quant = g.quant().map(str::to_string);
                 info.trained_ctx = g.context_length();
                 info.chat_template = g.has_chat_template();
+                info.bits_per_weight = g.bits_per_weight();
+                info.quantized_from = g.quantized_from().map(str::to_string);
+                info.requantized_from = g.requantized_from().map(str::to_string);
             }
             Err(e) => info.error = Some(e.to_string()),
         }

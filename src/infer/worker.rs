@@ -31,8 +31,15 @@ use super::registry;
 use super::request::{GenerateRequest, PromptInput};
 use crate::clock::{monotonic_ns, unix_ns};
 
+mod quality;
+
 /// Model facts from the header and llama.cpp.
-fn model_facts(name: &str, path: &Path, info: &GgufInfo, model: Option<&LlamaModel>) -> ModelFacts {
+pub(super) fn model_facts(
+    name: &str,
+    path: &Path,
+    info: &GgufInfo,
+    model: Option<&LlamaModel>,
+) -> ModelFacts {
     let n_params = model.map(|m| m.n_params()).unwrap_or(0);
     ModelFacts {
         name: name.to_string(),
@@ -49,6 +56,7 @@ fn model_facts(name: &str, path: &Path, info: &GgufInfo, model: Option<&LlamaMod
         quant: info.quant().map(str::to_string),
         size_bytes: info.file_bytes,
         trained_ctx: info.context_length(),
+        requantized_from: info.requantized_from().map(str::to_string),
     }
 }
 
@@ -63,7 +71,7 @@ fn shape(info: &GgufInfo) -> ModelShape {
 }
 
 /// Resets the kernel's peak-RSS counter (VmHWM) so the next reading is this job's peak.
-fn reset_peak_rss() {
+pub(super) fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
@@ -86,7 +94,7 @@ pub fn peak_rss_bytes() -> u64 {
         .unwrap_or(0)
 }
 
-fn default_threads() -> u32 {
+pub(super) fn default_threads() -> u32 {
     std::thread::available_parallelism()
         .map(|n| n.get() as u32)
         .unwrap_or(1)
@@ -170,6 +178,23 @@ impl Worker {
                 let r =
                     std::panic::catch_unwind(AssertUnwindSafe(|| self.tokenize(&model, &input)))
                         .unwrap_or_else(|p| Err(EngineError::Panicked(panic_text(&p))));
+                let _ = reply.send(r);
+            }
+            Command::Quality {
+                req,
+                mut observer,
+                cancel,
+                reply,
+            } => {
+                let beat = self.heartbeat.clone();
+                let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    let mut hb = Heartbeat {
+                        inner: &mut *observer,
+                        beat: &beat,
+                    };
+                    self.quality(&req, &mut hb, &cancel)
+                }))
+                .unwrap_or_else(|p| Err(EngineError::Panicked(panic_text(&p))));
                 let _ = reply.send(r);
             }
             Command::Admit { req, reply } => {
@@ -486,7 +511,12 @@ impl Worker {
                 eval_tokens: t.n_eval(),
             }
         });
-        let offload = offload_report(model, &ctx, req.options.n_gpu_layers, key.n_gpu_layers);
+        let offload = offload_report(
+            model,
+            Some(&ctx),
+            req.options.n_gpu_layers,
+            key.n_gpu_layers,
+        );
         let several = measured.len() > 1 || o.warmup > 0;
         let timings = Timings {
             queue_ms: 0.0,
@@ -518,6 +548,7 @@ impl Worker {
             repetitions: if several { measured } else { Vec::new() },
             llama_perf,
             offload,
+            quality: None,
             started_unix_ns: 0,
             finished_unix_ns: 0,
             start_ns: 0,
@@ -528,17 +559,18 @@ impl Worker {
 }
 
 /// The result's `offload {…}` from the loaded model and its context: the devices
-/// llama.cpp chose at load, the layers its rule put there, and the bytes per buffer.
-fn offload_report(
+/// llama.cpp chose at load, the layers its rule put there, and the bytes per buffer
+/// (of `ctx`, when there is one).
+pub(super) fn offload_report(
     model: &LlamaModel,
-    ctx: &llama_cpp_2::context::LlamaContext,
+    ctx: Option<&llama_cpp_2::context::LlamaContext>,
     requested: u32,
     loaded_with: u32,
 ) -> OffloadReport {
     let devices = llama_mem::model_devices(model);
     let n_layer = model.n_layer();
     let layers = offload::layers_used(loaded_with, n_layer, devices.len());
-    let buffers = llama_mem::memory_breakdown(ctx);
+    let buffers = ctx.map(llama_mem::memory_breakdown).unwrap_or_default();
     let (gpu_bytes, host_bytes) = offload::split_bytes(&buffers);
     let registry = llama_mem::gpu_devices();
     let used = if layers > 0 { devices.as_slice() } else { &[] };

@@ -185,6 +185,7 @@ mod tests {
                 },
                 stream: None,
                 trace: TraceLevel::None,
+                quality: None,
             },
             reply: Reply::default(),
             accepted_ns: 0,

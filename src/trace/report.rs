@@ -101,7 +101,11 @@ pub fn row(job: &JobRow) -> ReportRow {
         job: job.id.clone(),
         state: job.state.clone(),
         model: s(&result, "/model/name"),
-        quant: s(&result, "/model/quant"),
+        // A requantized model says so wherever it appears (docs/quality.md).
+        quant: s(&result, "/model/quant").map(|q| match s(&result, "/model/requantized_from") {
+            Some(from) => format!("{q} (REQUANTIZED from {from})"),
+            None => q,
+        }),
         threads: u(&result, "/params/threads"),
         prompt_tokens: u(&result, "/tokens/prompt").or_else(|| u(&energy, "/tokens/prompt")),
         gen_tokens: u(&result, "/tokens/generated").or_else(|| u(&energy, "/tokens/generated")),
@@ -249,6 +253,20 @@ mod tests {
         assert!(md.contains("edgewatt-energy-v1"));
         let csv = to_csv(&[r]);
         assert_eq!(csv.lines().count(), 2);
+    }
+
+    #[test]
+    fn requantized_models_say_so() {
+        let r = row(&job(
+            Some(
+                r#"{"model":{"name":"m.Q8_0","quant":"Q8_0","requantized_from":"m.gguf (Q4_1)"}}"#,
+            ),
+            None,
+        ));
+        assert_eq!(
+            r.quant.as_deref(),
+            Some("Q8_0 (REQUANTIZED from m.gguf (Q4_1))")
+        );
     }
 
     #[test]

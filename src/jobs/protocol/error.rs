@@ -54,6 +54,13 @@ pub enum JobError {
     InvalidModelName { name: String, reason: &'static str },
     #[error("job id '{id}' was already used for a different job; pick a new id")]
     DuplicateId { id: String },
+    #[error("field '{field}' does not apply to 'kind' '{kind}'")]
+    FieldNotForKind {
+        field: &'static str,
+        kind: &'static str,
+    },
+    #[error("invalid text name '{name}': {reason}")]
+    InvalidTextName { name: String, reason: &'static str },
 }
 
 impl JobError {
@@ -76,6 +83,8 @@ impl JobError {
             JobError::PromptTooLarge { .. } => "prompt_too_large",
             JobError::InvalidModelName { .. } => "invalid_model_name",
             JobError::DuplicateId { .. } => "duplicate_id",
+            JobError::FieldNotForKind { .. } => "field_not_for_kind",
+            JobError::InvalidTextName { .. } => "invalid_text_name",
         }
     }
 

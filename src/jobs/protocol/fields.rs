@@ -166,6 +166,9 @@ pub(super) fn parse_fields(
         Some(v) => return Err(wrong("model", "a string", v)),
     };
     validate_model_name(&model)?;
+    if let Some(job) = super::quality::parse_quality_job(id, &model, map, limits, defaults)? {
+        return Ok(job);
+    }
 
     // prompt / messages
     let input = match (map.get("prompt"), map.get("messages")) {
@@ -311,6 +314,7 @@ pub(super) fn parse_fields(
         },
         stream,
         trace,
+        quality: None,
     })
 }
 

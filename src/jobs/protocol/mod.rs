@@ -11,11 +11,13 @@
 //! - `mod.rs`      — limits, the validated [`Job`], [`parse_job`] and the id/model-name checks
 //! - `error.rs`    — [`JobError`] (one stable `code` per variant) and [`Rejected`]
 //! - `fields.rs`   — the per-field parsing of a job object (ranges, types, messages)
+//! - `quality.rs`  — quality job fields (`kind`, `text`, `max_chunks`, `reference`)
 //! - `messages.rs` — what the daemon publishes: states, status/token/board messages, topics
 
 mod error;
 mod fields;
 mod messages;
+mod quality;
 #[cfg(test)]
 mod tests;
 
@@ -23,6 +25,7 @@ pub use error::{JobError, Rejected};
 pub use messages::{
     valid_topic_level, DeviceStatus, ErrorBody, JobState, PayloadError, StatusMsg, TokenMsg, Topics,
 };
+pub use quality::QualitySpec;
 
 use fields::{parse_fields, truncate, type_name};
 use serde::{Deserialize, Serialize};
@@ -66,6 +69,10 @@ pub const JOB_FIELDS: &[&str] = &[
     "keep_alive_s",
     "stream",
     "trace",
+    "kind",
+    "text",
+    "max_chunks",
+    "reference",
 ];
 
 /// Limits applied while parsing a job (from the config's `limits` section).
@@ -127,6 +134,9 @@ pub struct Job {
     pub stream: Option<bool>,
     /// What to publish on the `trace` topic.
     pub trace: TraceLevel,
+    /// Set for quality jobs (`kind` perplexity / kld); `request` then only carries
+    /// the model, `n_ctx`, threads and keep-alive.
+    pub quality: Option<QualitySpec>,
 }
 
 /// Parses and validates one job payload. Never panics, whatever the bytes
