@@ -268,7 +268,8 @@ fn client_options(args: &SubmitArgs, cfg: &Config, tokens: bool) -> anyhow::Resu
             key_file: args.tls_key.clone().or_else(|| cfg.mqtt.tls_key.clone()),
         },
         tokens,
-        board_statuses: args.device.is_none() && !args.shared,
+        // Always: the boards' statuses carry their limits, checked before publishing.
+        board_statuses: true,
         connect_timeout: Duration::from_secs(15),
     })
 }
@@ -305,9 +306,9 @@ async fn drive(
     let timeout = Duration::from_secs(args.timeout_s.max(1));
     let prefix = client.prefix().to_string();
 
-    // Retained board statuses (fleet mode): give them a moment to arrive.
+    // Retained board statuses (dispatch and limits): give them a moment to arrive.
+    let boards = client.read_statuses(Duration::from_millis(700)).await;
     if fleet {
-        let boards = client.read_statuses(Duration::from_millis(700)).await;
         if !boards.values().any(|b| b.state == "online") {
             eprintln!("no board has announced itself online under '{prefix}/+/status'; using the shared queue '{prefix}/jobs'");
         }

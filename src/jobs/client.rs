@@ -29,7 +29,9 @@ use crate::config::Config;
 use crate::jobs::mqtt::{
     self, BrokerUrl, MqttError, OutMessage, SessionEvent, SessionHandle, SessionOptions, TlsFiles,
 };
-use crate::jobs::protocol::{validate_id, DeviceStatus, JobState, StatusMsg, TokenMsg};
+use crate::jobs::protocol::{
+    validate_id, BoardLimits, DeviceStatus, JobState, StatusMsg, TokenMsg,
+};
 
 /// What can go wrong talking to the fleet.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +51,17 @@ pub enum ClientError {
     /// The job could not be serialised.
     #[error("cannot encode the job: {0}")]
     Encode(#[from] serde_json::Error),
+    /// The job is larger than the board (or, for the shared queue, the smallest
+    /// board) announces it accepts; it was not published.
+    #[error("job '{id}' is not sent: {what} is {size} bytes; {board} accepts at most {limit} bytes ({key} in its status); make the job smaller or raise {key} on the board")]
+    TooLarge {
+        id: String,
+        what: &'static str,
+        size: usize,
+        limit: usize,
+        key: &'static str,
+        board: String,
+    },
     /// A password file could not be read.
     #[error("cannot read the password file '{path}': {source}")]
     PasswordFile {
@@ -280,6 +293,9 @@ impl Client {
             None => format!("{}/jobs", self.prefix),
         };
         let payload = serde_json::to_vec(&Value::Object(job))?;
+        if let Some((board, limits)) = self.limits_for(device) {
+            check_limits(&id, &payload, &board, &limits)?;
+        }
         let msg = OutMessage {
             topic,
             payload: Bytes::from(payload),
@@ -296,6 +312,29 @@ impl Client {
         };
         self.session.publish(msg).await?;
         Ok(id)
+    }
+
+    /// The limits a job to `device` must meet: that board's, or for the shared queue
+    /// the smallest of every board's (any member may get it). `None` when no status
+    /// announced limits (older daemons).
+    pub fn limits_for(&self, device: Option<&str>) -> Option<(String, BoardLimits)> {
+        match device {
+            Some(d) => self
+                .boards
+                .get(d)
+                .and_then(|b| b.limits)
+                .map(|l| (format!("board '{d}'"), l)),
+            None => {
+                let all: Vec<BoardLimits> = self.boards.values().filter_map(|b| b.limits).collect();
+                let first = all.first().copied()?;
+                let min = all.iter().fold(first, |a, l| BoardLimits {
+                    max_payload_bytes: a.max_payload_bytes.min(l.max_payload_bytes),
+                    max_packet_bytes: a.max_packet_bytes.min(l.max_packet_bytes),
+                    max_prompt_bytes: a.max_prompt_bytes.min(l.max_prompt_bytes),
+                });
+                Some(("the fleet's smallest board".to_string(), min))
+            }
+        }
     }
 
     /// The next event, or `Ok(None)` once `deadline` passed.
@@ -390,6 +429,73 @@ impl Client {
     }
 }
 
+/// Refuses a job payload that `limits` says the board would not accept: over the
+/// packet size (the broker would drop it silently), over the payload limit
+/// (`payload_too_large`), or with a prompt over the prompt limit (`prompt_too_large`).
+pub fn check_limits(
+    id: &str,
+    payload: &[u8],
+    board: &str,
+    limits: &BoardLimits,
+) -> Result<(), ClientError> {
+    let too_large = |what, size, limit, key| ClientError::TooLarge {
+        id: id.to_string(),
+        what,
+        size,
+        limit,
+        key,
+        board: board.to_string(),
+    };
+    // PUBLISH overhead beyond the payload: fixed header, topic, properties (the
+    // Response Topic and Correlation Data); 1 KiB covers it.
+    let packet = payload.len() + 1024;
+    if packet > limits.max_packet_bytes as usize {
+        return Err(too_large(
+            "the packet",
+            packet,
+            limits.max_packet_bytes as usize,
+            "max_packet_bytes",
+        ));
+    }
+    if payload.len() > limits.max_payload_bytes {
+        return Err(too_large(
+            "the payload",
+            payload.len(),
+            limits.max_payload_bytes,
+            "limits.max_payload_bytes",
+        ));
+    }
+    let prompt = prompt_bytes(payload);
+    if prompt > limits.max_prompt_bytes {
+        return Err(too_large(
+            "the prompt",
+            prompt,
+            limits.max_prompt_bytes,
+            "limits.max_prompt_bytes",
+        ));
+    }
+    Ok(())
+}
+
+/// Bytes of `prompt`, or of all `messages[].content` together (as the board counts).
+fn prompt_bytes(payload: &[u8]) -> usize {
+    let Ok(v) = serde_json::from_slice::<Value>(payload) else {
+        return 0;
+    };
+    if let Some(p) = v.get("prompt").and_then(Value::as_str) {
+        return p.len();
+    }
+    v.get("messages")
+        .and_then(Value::as_array)
+        .map(|ms| {
+            ms.iter()
+                .filter_map(|m| m.get("content").and_then(Value::as_str))
+                .map(str::len)
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// The online board with the fewest jobs (its queue, its running job, and what we
 /// have in flight to it, `in_flight[device]`); `None` (shared queue) when no board is
 /// online.
@@ -425,6 +531,7 @@ mod tests {
             simulated: true,
             queue_length: q,
             running: None,
+            limits: None,
         };
         let mut boards = BTreeMap::new();
         boards.insert("a".into(), mk("a", "online", 3));
@@ -435,5 +542,31 @@ mod tests {
         // Ours in flight count when the board's own status lags behind.
         let in_flight = HashMap::from([("b".to_string(), 5)]);
         assert_eq!(pick_board(&boards, &in_flight).as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn oversize_jobs_are_refused_naming_the_limit() {
+        let l = BoardLimits {
+            max_payload_bytes: 1000,
+            max_packet_bytes: 4000,
+            max_prompt_bytes: 100,
+        };
+        let job = |prompt: &str| serde_json::to_vec(&json!({"id": "j", "prompt": prompt})).unwrap();
+        assert!(check_limits("j", &job("hi"), "board 'b'", &l).is_ok());
+        let e = check_limits("j", &job(&"x".repeat(200)), "board 'b'", &l).unwrap_err();
+        assert!(e.to_string().contains("limits.max_prompt_bytes"), "{e}");
+        let e = check_limits("j", &job(&"x".repeat(2000)), "board 'b'", &l).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("at most 1000 bytes (limits.max_payload_bytes"),
+            "{e}"
+        );
+        let e = check_limits("j", &job(&"x".repeat(5000)), "board 'b'", &l).unwrap_err();
+        assert!(e.to_string().contains("max_packet_bytes"), "{e}");
+        let msgs = serde_json::to_vec(
+            &json!({"messages": [{"role": "user", "content": "x".repeat(150)}]}),
+        )
+        .unwrap();
+        assert_eq!(prompt_bytes(&msgs), 150);
     }
 }

@@ -21,7 +21,8 @@ mod tests;
 
 pub use error::{JobError, Rejected};
 pub use messages::{
-    valid_topic_level, DeviceStatus, ErrorBody, JobState, PayloadError, StatusMsg, TokenMsg, Topics,
+    valid_topic_level, BoardLimits, DeviceStatus, ErrorBody, JobState, PayloadError, StatusMsg,
+    TokenMsg, Topics,
 };
 
 use fields::{parse_fields, truncate, type_name};
