@@ -308,10 +308,8 @@ async fn drive(
 
     // Retained board statuses (dispatch and limits): give them a moment to arrive.
     let boards = client.read_statuses(Duration::from_millis(700)).await;
-    if fleet {
-        if !boards.values().any(|b| b.state == "online") {
-            eprintln!("no board has announced itself online under '{prefix}/+/status'; using the shared queue '{prefix}/jobs'");
-        }
+    if fleet && !boards.values().any(|b| b.state == "online") {
+        eprintln!("no board has announced itself online under '{prefix}/+/status'; using the shared queue '{prefix}/jobs'");
     }
 
     let progress = (!single).then(|| {

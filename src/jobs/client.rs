@@ -53,13 +53,15 @@ pub enum ClientError {
     Encode(#[from] serde_json::Error),
     /// The job is larger than the board (or, for the shared queue, the smallest
     /// board) announces it accepts; it was not published.
-    #[error("job '{id}' is not sent: {what} is {size} bytes; {board} accepts at most {limit} bytes ({key} in its status); make the job smaller or raise {key} on the board")]
+    #[error("job '{id}' is not sent: {what} is {size} bytes; {board} accepts at most {limit} bytes ({key} in its status); make the job smaller or raise {raise} on the board")]
     TooLarge {
         id: String,
         what: &'static str,
         size: usize,
         limit: usize,
         key: &'static str,
+        /// The configuration key that sets the limit on the board.
+        raise: &'static str,
         board: String,
     },
     /// A password file could not be read.
@@ -438,12 +440,18 @@ pub fn check_limits(
     board: &str,
     limits: &BoardLimits,
 ) -> Result<(), ClientError> {
-    let too_large = |what, size, limit, key| ClientError::TooLarge {
+    let too_large = |what, size, limit, key: &'static str| ClientError::TooLarge {
         id: id.to_string(),
         what,
         size,
         limit,
         key,
+        // The packet size is derived (4 × limits.max_payload_bytes, settings.rs).
+        raise: if key == "max_packet_bytes" {
+            "limits.max_payload_bytes"
+        } else {
+            key
+        },
         board: board.to_string(),
     };
     // PUBLISH overhead beyond the payload: fixed header, topic, properties (the
