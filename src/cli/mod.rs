@@ -18,6 +18,7 @@ pub mod models;
 pub mod quality;
 pub mod quantize;
 pub mod report;
+pub mod result_table;
 pub mod sensors;
 pub mod submit;
 pub mod trace;

@@ -187,18 +187,27 @@ async fn run_inner(
 
     tokio::pin!(shutdown);
     // Startup is complete when the broker accepted us (models and sensors are done).
-    tokio::select! {
+    // `shutdown` must complete exactly once: it is an `async fn`'s future (the signal
+    // handler), and polling one again after it returned Ready panics with "`async fn`
+    // resumed after completion". That is what a SIGTERM before the first CONNACK did
+    // (issue 14): the select below consumed it, then `shutdown.await` polled it again.
+    // So the select says whether it already fired, and only if not do we wait for it.
+    let stop_requested = tokio::select! {
         r = ctx.session.wait_connected() => {
             r.context("the MQTT session ended before connecting")?;
             systemd::ready();
             systemd::status(&format!("online as '{}'", ctx.settings.device));
             tracing::info!("connected; online as '{}'", ctx.settings.device);
+            false
         }
         _ = &mut shutdown => {
             tracing::info!("shutdown requested before the broker connected");
+            true
         }
+    };
+    if !stop_requested {
+        shutdown.await;
     }
-    shutdown.await;
 
     // ---- graceful drain ----
     systemd::stopping();

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::measure::Measure;
 use super::{systemd, Ctx, Settings};
 use crate::jobs::mqtt::OutMessage;
-use crate::jobs::protocol::DeviceStatus;
+use crate::jobs::protocol::{BoardLimits, DeviceStatus};
 
 /// The retained status message.
 pub fn device_status_json(
@@ -32,6 +32,11 @@ pub fn device_status_json(
         simulated: measure.simulated(),
         queue_length,
         running,
+        limits: Some(BoardLimits {
+            max_payload_bytes: settings.limits.max_payload_bytes,
+            max_packet_bytes: settings.session.max_packet_bytes,
+            max_prompt_bytes: settings.limits.max_prompt_bytes,
+        }),
     };
     let mut v = serde_json::to_value(&s).unwrap_or_default();
     if let (Some(label), Some(obj)) = (&settings.label, v.as_object_mut()) {

@@ -124,6 +124,22 @@ pub struct DeviceStatus {
     /// The running job, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub running: Option<String>,
+    /// What this board accepts (issue 14); absent in statuses of older daemons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<BoardLimits>,
+}
+
+/// The sizes a board accepts, announced in its status so a submitter can refuse an
+/// oversize job before publishing it (a PUBLISH over `max_packet_bytes` is dropped
+/// by the broker without a word to either side).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoardLimits {
+    /// `limits.max_payload_bytes`: larger jobs are rejected with `payload_too_large`.
+    pub max_payload_bytes: usize,
+    /// The Maximum Packet Size of the board's CONNECT: larger PUBLISHes never reach it.
+    pub max_packet_bytes: u32,
+    /// `limits.max_prompt_bytes`: larger prompts are rejected with `prompt_too_large`.
+    pub max_prompt_bytes: usize,
 }
 
 /// A rejection of a payload with no usable id (`PREFIX/DEV/errors`).

@@ -23,7 +23,8 @@ mod tests;
 
 pub use error::{JobError, Rejected};
 pub use messages::{
-    valid_topic_level, DeviceStatus, ErrorBody, JobState, PayloadError, StatusMsg, TokenMsg, Topics,
+    valid_topic_level, BoardLimits, DeviceStatus, ErrorBody, JobState, PayloadError, StatusMsg,
+    TokenMsg, Topics,
 };
 pub use quality::QualitySpec;
 
