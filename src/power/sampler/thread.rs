@@ -382,9 +382,14 @@ pub(super) fn service(
             c.period_est_ns = period;
             c.conversions_missed += missed;
             c.idle_skipped += idle_skipped;
-            c.latency_ns
-                .push(s.t_after_ns.saturating_sub(s.t_before_ns));
-            if let (Some(last), false) = (c.last_t_ns, idle_interval) {
+            // A zero-width sample at the rail's last instant is the start of an
+            // energy counter's step (`rapl`), not a read: no latency, no interval.
+            let step_start = s.t_after_ns == s.t_before_ns && c.last_t_ns == Some(t);
+            if !step_start {
+                c.latency_ns
+                    .push(s.t_after_ns.saturating_sub(s.t_before_ns));
+            }
+            if let (Some(last), false, false) = (c.last_t_ns, idle_interval, step_start) {
                 let dt = t.saturating_sub(last);
                 let n = (dt as f64 / period as f64).round().max(1.0) as u64;
                 c.jitter_ns.push(dt.abs_diff(n * period));
