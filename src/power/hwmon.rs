@@ -425,6 +425,16 @@ impl Sensor for HwmonSensor {
 
     fn info(&self) -> SensorInfo {
         let mut settings = BTreeMap::new();
+        let total = self.rails.iter().find(|r| r.total).map(|r| r.name.as_str());
+        settings.insert(
+            "covers".into(),
+            match total {
+                Some(t) => format!(
+                    "'{t}' is the total (on a Jetson: the module's input, not the carrier board's); the other rails are inside it"
+                ),
+                None => "the monitored rails only; no rail is the board total (summaries add them)".into(),
+            },
+        );
         for d in &self.devices {
             if let Some(ms) = d.update_interval_ms {
                 settings.insert(
