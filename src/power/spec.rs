@@ -640,13 +640,14 @@ impl SensorSpec {
                 expected: format!("only for kind '{}'", kind.as_str()),
             })
         };
-        for e in [
+        if let Some(e) = [
             only_for("hwmon_name", self.hwmon_name.is_some(), SensorKind::Hwmon),
             only_for("vcgencmd", self.vcgencmd.is_some(), SensorKind::Pi5Pmic),
             only_for("vcio", self.vcio.is_some(), SensorKind::Pi5Pmic),
         ]
         .into_iter()
         .flatten()
+        .next()
         {
             return Err(e);
         }
