@@ -106,7 +106,10 @@ fn each_sensor_example_is_valid() {
         kinds.push(format!("{:?}", c.power.sensors[0].kind).to_lowercase());
     }
     kinds.sort();
-    assert_eq!(kinds, ["hwmon", "ina219", "ina3221", "sim"]);
+    assert_eq!(
+        kinds,
+        ["hwmon", "ina219", "ina3221", "pi5pmic", "rapl", "sim"]
+    );
 }
 
 // ---- the CLI ----

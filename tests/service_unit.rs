@@ -205,3 +205,75 @@ fn udev_rule_gives_i2c_group_the_bus() {
         assert!(rule.contains(part), "{rule} lacks {part}");
     }
 }
+
+#[test]
+fn unit_with_pi5_pmic_drop_in_passes_verify() {
+    let Some(analyze) = tool("systemd-analyze") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("edgewatt.service"), unit_for_verify()).unwrap();
+    let drop_in = dir.path().join("edgewatt.service.d");
+    std::fs::create_dir(&drop_in).unwrap();
+    std::fs::write(drop_in.join("pi5-pmic.conf"), read("systemd/pi5-pmic.conf")).unwrap();
+    verify(&analyze, dir.path());
+    let s = settings(&read("systemd/pi5-pmic.conf"));
+    assert!(s
+        .iter()
+        .any(|(k, v)| k == "DeviceAllow" && v == "/dev/vcio rw"));
+    assert!(s
+        .iter()
+        .any(|(k, v)| k == "SupplementaryGroups" && v == "video"));
+}
+
+/// The packaged tmpfiles.d rule, applied by systemd-tmpfiles itself to a fake root
+/// holding RAPL zones as the kernel creates them (0400 root:root): afterwards group
+/// `edgewatt` may read every zone's and sub-zone's energy_uj, and nothing else moved.
+#[test]
+fn rapl_tmpfiles_rule_gives_edgewatt_read_access() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Some(tmpfiles) = tool("systemd-tmpfiles") else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    std::fs::create_dir_all(r.join("etc")).unwrap();
+    std::fs::write(r.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+    std::fs::write(r.join("etc/group"), "root:x:0:\nedgewatt:x:996:\n").unwrap();
+    let zones = [
+        "intel-rapl:0",
+        "intel-rapl:0:0",
+        "intel-rapl:0:2",
+        "intel-rapl:1",
+    ];
+    for z in zones {
+        let d = r.join("sys/class/powercap").join(z);
+        std::fs::create_dir_all(&d).unwrap();
+        for f in ["energy_uj", "max_energy_range_uj"] {
+            std::fs::write(d.join(f), "0\n").unwrap();
+            std::fs::set_permissions(d.join(f), std::fs::Permissions::from_mode(0o400)).unwrap();
+        }
+    }
+    let out = Command::new(tmpfiles)
+        .arg(format!("--root={}", r.display()))
+        .arg("--create")
+        .arg(repo().join("systemd/edgewatt-rapl.tmpfiles"))
+        .output()
+        .expect("run systemd-tmpfiles");
+    assert!(
+        out.status.success(),
+        "systemd-tmpfiles: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for z in zones {
+        let m = std::fs::metadata(r.join("sys/class/powercap").join(z).join("energy_uj")).unwrap();
+        assert_eq!((m.mode() & 0o777, m.gid()), (0o440, 996), "{z}");
+        let other = std::fs::metadata(
+            r.join("sys/class/powercap")
+                .join(z)
+                .join("max_energy_range_uj"),
+        )
+        .unwrap();
+        assert_eq!(other.mode() & 0o777, 0o400, "{z}: only energy_uj changes");
+    }
+}

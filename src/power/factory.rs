@@ -8,6 +8,8 @@ use linux_embedded_hal::I2cdev;
 use super::hwmon::HwmonSensor;
 use super::ina219::{self, Adc, BusRange, Ina219, Pga};
 use super::ina3221::{self, Averaging, ConversionTime, Ina3221};
+use super::pi5pmic::{self, Pi5PmicSensor, PmicOptions};
+use super::rapl::RaplSensor;
 use super::sensor::{Ina219Sensor, Ina3221Sensor, Sensor};
 use super::sim::ina219::Ina219Model;
 use super::sim::ina3221::Ina3221Model;
@@ -144,6 +146,31 @@ pub fn build_one(spec: &SensorSpec, index: usize) -> Result<BuiltSensor, PowerEr
             Ok(BuiltSensor {
                 group: format!("hwmon:{index}"),
                 sensor: Box::new(s),
+            })
+        }
+        SensorKind::Rapl => {
+            let root = spec.sysfs_root.clone().unwrap_or_else(|| "/".into());
+            let s = RaplSensor::open(Path::new(&root), &spec.rails, spec.rate_hz)
+                .map_err(|e| init_err(e.to_string()))?;
+            Ok(BuiltSensor {
+                group: format!("rapl:{index}"),
+                sensor: Box::new(s),
+            })
+        }
+        SensorKind::Pi5Pmic => {
+            let opts = PmicOptions {
+                vcio: spec.vcio.as_ref().map(Into::into),
+                vcgencmd: spec.vcgencmd.as_ref().map(Into::into),
+                rails: spec.rails.clone(),
+                // The PMIC sum is the board total only on the operator's say-so.
+                total: spec.total == Some(true)
+                    || spec.total_rail.as_deref() == Some(pi5pmic::PMIC_TOTAL),
+                rate_hz: spec.rate_hz,
+            };
+            let gencmd = pi5pmic::transport(&opts).map_err(|e| init_err(e.to_string()))?;
+            Ok(BuiltSensor {
+                group: format!("pi5-pmic:{index}"),
+                sensor: Box::new(Pi5PmicSensor::new(gencmd, &opts)),
             })
         }
         SensorKind::Ina219 | SensorKind::Ina3221 => {

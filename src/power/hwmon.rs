@@ -5,6 +5,16 @@
 //! The sysfs root is a parameter so tests read fake trees. There is no CNVR here:
 //! a reading identical to the last one within the driver's update interval is the
 //! same conversion and is dropped (counted as a duplicate avoided).
+//!
+//! # As found on real Jetsons
+//! (the layouts jtop's `jtop/core/power.py` met, JetPack 5/6 mainline `ina3221`):
+//! channels labelled `NC` (not connected; AGX Orin's second chip) are skipped, and
+//! so is the INA3221's `sum of shunt voltages` channel (`in7`). An NC channel's
+//! `in*_input` fails to read on real boards, so every channel is read once at probe
+//! time and one that fails is dropped with a warning naming the file: it never puts
+//! the other rails into errors or gaps. Every device of the driver is read (AGX Orin
+//! carries two ina3221 chips), and when two rails carry the same label the names
+//! are qualified with the chip's bus address (`VDD_IN@1-0040`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +25,9 @@ use crate::clock::monotonic_ns;
 
 /// Rail names that are the whole board's input on known boards.
 pub const KNOWN_TOTALS: [&str; 3] = ["VDD_IN", "POM_5V_IN", "VIN_SYS_5V0"];
+/// Labels of channels that are not rails: not connected, and the INA3221's sum
+/// channel (`in7`, the sum of the shunt voltages).
+pub const NOT_RAILS: [&str; 2] = ["NC", "sum of shunt voltages"];
 /// hwmon `name`s of power monitors we know how to read.
 pub const KNOWN_CHIPS: [&str; 9] = [
     "ina3221", "ina219", "ina220", "ina226", "ina230", "ina231", "ina209", "ina238", "ina260",
@@ -86,6 +99,70 @@ pub struct HwmonDevice {
     pub rails: Vec<HwmonRail>,
     /// The driver's `update_interval`, ms, where it has one.
     pub update_interval_ms: Option<u64>,
+    /// The chip's I2C bus address as the kernel names the device (`1-0040`), where
+    /// sysfs shows it: qualifies rail names that repeat across chips.
+    pub bus_address: Option<String>,
+}
+
+/// True for a channel label that is not a rail ([`NOT_RAILS`], any case).
+pub fn is_not_a_rail(label: &str) -> bool {
+    NOT_RAILS
+        .iter()
+        .any(|n| n.eq_ignore_ascii_case(label.trim()))
+}
+
+/// The I2C device name (`1-0040`) behind a hwmon or IIO directory: the `device`
+/// link of a hwmon directory, or the first `N-00AA` component of its real path.
+fn bus_address(dir: &Path) -> Option<String> {
+    let is_addr = |s: &str| {
+        s.split_once('-').is_some_and(|(bus, addr)| {
+            !bus.is_empty()
+                && bus.bytes().all(|b| b.is_ascii_digit())
+                && addr.len() == 4
+                && addr.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+    };
+    let real = std::fs::canonicalize(dir.join("device"))
+        .or_else(|_| std::fs::canonicalize(dir))
+        .ok()?;
+    real.ancestors()
+        .filter_map(|a| a.file_name().map(|f| f.to_string_lossy().into_owned()))
+        .find(|f| is_addr(f))
+}
+
+/// Keeps a rail only if it reads now: a channel that fails at probe time (an NC
+/// channel on a real Jetson fails its `in*_input`) is dropped with a warning naming
+/// the file, so it can never put the other rails into errors or gaps.
+fn readable(rail: HwmonRail) -> Option<HwmonRail> {
+    match read_rail(&rail) {
+        Ok(_) => Some(rail),
+        Err(e) => {
+            tracing::warn!(rail = %rail.name, error = %e, "hwmon: dropping a channel that cannot be read");
+            None
+        }
+    }
+}
+
+/// Qualifies every rail name that occurs more than once with its chip's bus address
+/// (or directory name), so no two rails share a name.
+fn qualify_repeated_names(devices: &mut [HwmonDevice]) {
+    let mut count: BTreeMap<String, usize> = BTreeMap::new();
+    for r in devices.iter().flat_map(|d| d.rails.iter()) {
+        *count.entry(r.name.clone()).or_default() += 1;
+    }
+    for d in devices.iter_mut() {
+        let qual = d.bus_address.clone().unwrap_or_else(|| {
+            d.dir
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+        for r in d.rails.iter_mut() {
+            if count.get(&r.name).copied().unwrap_or(0) > 1 {
+                r.name = format!("{}@{qual}", r.name);
+            }
+        }
+    }
 }
 
 fn read_trimmed(path: &Path) -> Result<String, HwmonError> {
@@ -166,6 +243,10 @@ pub fn discover(
                 _ => PowerFile::Computed,
             };
             let label = read_trimmed(&dir.join(format!("in{vin}_label"))).ok();
+            if let Some(l) = label.as_deref().filter(|l| is_not_a_rail(l)) {
+                tracing::debug!(channel = vin, label = l, dir = %dir.display(), "hwmon: skipping a channel that is not a rail");
+                continue;
+            }
             let name = match label {
                 Some(l) => {
                     if !rails.is_empty() && !rails.contains(&l) {
@@ -181,13 +262,13 @@ pub fn discover(
                     format!("{chip}:{n}:ch{}", i + 1)
                 }),
             };
-            found.push(HwmonRail {
+            found.extend(readable(HwmonRail {
                 total: KNOWN_TOTALS.contains(&name.as_str()),
                 name,
                 bus_mv: bus,
                 current_ma: cur,
                 power,
-            });
+            }));
         }
         if !found.is_empty() {
             out.push(HwmonDevice {
@@ -195,6 +276,7 @@ pub fn discover(
                 update_interval_ms: read_int(&dir.join("update_interval"))
                     .ok()
                     .map(|v| v.max(0) as u64),
+                bus_address: bus_address(&dir),
                 dir,
                 rails: found,
             });
@@ -208,11 +290,11 @@ pub fn discover(
                     let Ok(label) = read_trimmed(&iio.join(format!("rail_name_{ch}"))) else {
                         continue;
                     };
-                    if !rails.is_empty() && !rails.contains(&label) {
+                    if is_not_a_rail(&label) || (!rails.is_empty() && !rails.contains(&label)) {
                         continue;
                     }
                     let p = iio.join(format!("in_power{ch}_input"));
-                    found.push(HwmonRail {
+                    found.extend(readable(HwmonRail {
                         total: KNOWN_TOTALS.contains(&label.as_str()),
                         name: label,
                         bus_mv: iio.join(format!("in_voltage{ch}_input")),
@@ -222,11 +304,12 @@ pub fn discover(
                         } else {
                             PowerFile::Computed
                         },
-                    });
+                    }));
                 }
                 if !found.is_empty() {
                     out.push(HwmonDevice {
                         chip: "iio:ina3221x".into(),
+                        bus_address: bus_address(&iio),
                         dir: iio,
                         rails: found,
                         update_interval_ms: None,
@@ -235,6 +318,7 @@ pub fn discover(
             }
         }
     }
+    qualify_repeated_names(&mut out);
     if out.is_empty() {
         return Err(HwmonError::NotFound {
             root: root.to_path_buf(),
@@ -341,6 +425,16 @@ impl Sensor for HwmonSensor {
 
     fn info(&self) -> SensorInfo {
         let mut settings = BTreeMap::new();
+        let total = self.rails.iter().find(|r| r.total).map(|r| r.name.as_str());
+        settings.insert(
+            "covers".into(),
+            match total {
+                Some(t) => format!(
+                    "'{t}' is the total (on a Jetson: the module's input, not the carrier board's); the other rails are inside it"
+                ),
+                None => "the monitored rails only; no rail is the board total (summaries add them)".into(),
+            },
+        );
         for d in &self.devices {
             if let Some(ms) = d.update_interval_ms {
                 settings.insert(
@@ -415,5 +509,19 @@ impl Sensor for HwmonSensor {
 
     fn health_check(&mut self) -> Result<(), SensorError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_rails_by_label() {
+        assert!(is_not_a_rail("NC"));
+        assert!(is_not_a_rail(" nc "));
+        assert!(is_not_a_rail("sum of shunt voltages"));
+        assert!(!is_not_a_rail("VDD_CPU_CV"));
+        assert!(!is_not_a_rail("SYNC_5V"));
     }
 }

@@ -3,6 +3,8 @@
 //! - [`ina219`], [`ina3221`] — register-level drivers over `embedded_hal::i2c::I2c`
 //! - [`sim`]     — register-level chip simulators (`kind = "sim"`), load sources, faults
 //! - [`hwmon`]   — kernel-owned monitors via sysfs hwmon / legacy Jetson IIO
+//! - [`rapl`]    — CPU package / DRAM energy counters via powercap sysfs
+//! - [`pi5pmic`] — the Raspberry Pi 5 PMIC's rails via the firmware (mailbox / vcgencmd)
 //! - [`sensor`]  — the `Sensor` trait the sampler drives, chip adapters, error kinds
 //! - [`factory`] — `[[power.sensors]]` → sensors; the only place that opens `/dev/i2c-*`
 //! - [`sampler`] — per-bus threads, CNVR/CVRF gating, ring buffer, gaps
@@ -15,6 +17,8 @@ pub mod factory;
 pub mod hwmon;
 pub mod ina219;
 pub mod ina3221;
+pub mod pi5pmic;
+pub mod rapl;
 pub mod recorder;
 mod register;
 pub mod sample;

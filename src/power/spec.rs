@@ -41,6 +41,25 @@ pub enum SensorKind {
     Hwmon,
     /// A register-level chip simulator (`chip` says which one).
     Sim,
+    /// CPU package / DRAM energy counters through powercap sysfs (x86).
+    Rapl,
+    /// The Raspberry Pi 5 PMIC's rails through the firmware (`pmic_read_adc`).
+    #[serde(rename = "pi5-pmic")]
+    Pi5Pmic,
+}
+
+impl SensorKind {
+    /// The name as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SensorKind::Ina219 => "ina219",
+            SensorKind::Ina3221 => "ina3221",
+            SensorKind::Hwmon => "hwmon",
+            SensorKind::Sim => "sim",
+            SensorKind::Rapl => "rapl",
+            SensorKind::Pi5Pmic => "pi5-pmic",
+        }
+    }
 }
 
 /// Which chip a simulator models.
@@ -211,6 +230,12 @@ pub struct SensorSpec {
     /// known power monitor.
     #[serde(default)]
     pub hwmon_name: Option<String>,
+    /// pi5-pmic: the `vcgencmd` to run when the mailbox is not there; default: PATH.
+    #[serde(default)]
+    pub vcgencmd: Option<String>,
+    /// pi5-pmic: the VideoCore mailbox device; default `/dev/vcio`.
+    #[serde(default)]
+    pub vcio: Option<String>,
     /// sim: which chip to model.
     #[serde(default)]
     pub chip: Option<ChipKind>,
@@ -266,7 +291,7 @@ impl SensorSpec {
             SensorKind::Ina219 => Some(ChipKind::Ina219),
             SensorKind::Ina3221 => Some(ChipKind::Ina3221),
             SensorKind::Sim => self.chip,
-            SensorKind::Hwmon => None,
+            SensorKind::Hwmon | SensorKind::Rapl | SensorKind::Pi5Pmic => None,
         }
     }
 
@@ -283,7 +308,7 @@ impl SensorSpec {
     /// e.g. `power.sensors[0]`, so errors name the full key.
     pub fn validate(&self, key_prefix: &str) -> Result<(), SpecError> {
         let key = |k: &str| format!("{key_prefix}.{k}");
-        let kind_name = format!("{:?}", self.kind).to_lowercase();
+        let kind_name = self.kind.as_str().to_string();
         let missing = |k: &str, expected: &str| SpecError::Missing {
             key: key(k),
             kind: kind_name.clone(),
@@ -325,7 +350,9 @@ impl SensorSpec {
         }
 
         let chip = match self.kind {
-            SensorKind::Hwmon => return self.validate_hwmon(key_prefix),
+            SensorKind::Hwmon | SensorKind::Rapl | SensorKind::Pi5Pmic => {
+                return self.validate_hwmon(key_prefix)
+            }
             SensorKind::Sim => match self.chip {
                 Some(c) => c,
                 None => return Err(missing("chip", "chip = \"ina219\" or \"ina3221\"")),
@@ -599,9 +626,52 @@ impl SensorSpec {
                 return Err(SpecError::Invalid {
                     key: key(k),
                     value: "set".into(),
-                    expected: "absent for kind 'hwmon' (the kernel driver owns the chip settings)"
+                    expected: format!(
+                        "absent for kind '{}' (the kernel driver or firmware owns the chip settings)",
+                        self.kind.as_str()
+                    ),
+                });
+            }
+        }
+        let only_for = |k: &str, present: bool, kind: SensorKind| {
+            (present && self.kind != kind).then(|| SpecError::Invalid {
+                key: key(k),
+                value: "set".into(),
+                expected: format!("only for kind '{}'", kind.as_str()),
+            })
+        };
+        if let Some(e) = [
+            only_for("hwmon_name", self.hwmon_name.is_some(), SensorKind::Hwmon),
+            only_for("vcgencmd", self.vcgencmd.is_some(), SensorKind::Pi5Pmic),
+            only_for("vcio", self.vcio.is_some(), SensorKind::Pi5Pmic),
+        ]
+        .into_iter()
+        .flatten()
+        .next()
+        {
+            return Err(e);
+        }
+        if self.kind == SensorKind::Pi5Pmic {
+            if let Some(rate) = self.rate_hz.filter(|&r| r > super::pi5pmic::MAX_RATE_HZ) {
+                return Err(SpecError::Invalid {
+                    key: key("rate_hz"),
+                    value: rate.to_string(),
+                    expected: "at most 40 Hz for kind 'pi5-pmic' (one pmic_read_adc takes ~23 ms)"
                         .into(),
                 });
+            }
+            for (i, r) in self.rails.iter().enumerate() {
+                let known = super::pi5pmic::parse::PMIC_RAILS.contains(&r.as_str());
+                if !known && r != super::pi5pmic::PMIC_TOTAL {
+                    return Err(SpecError::Invalid {
+                        key: key(&format!("rails[{i}]")),
+                        value: r.clone(),
+                        expected: format!(
+                            "a PMIC rail: one of {:?} or \"PMIC_TOTAL\"",
+                            super::pi5pmic::parse::PMIC_RAILS
+                        ),
+                    });
+                }
             }
         }
         if let Some(n) = &self.hwmon_name {
@@ -705,6 +775,8 @@ mod tests {
             rate_hz: None,
             sysfs_root: None,
             hwmon_name: None,
+            vcgencmd: None,
+            vcio: None,
             chip: None,
             load: vec![],
             faults: vec![],
