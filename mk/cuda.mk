@@ -21,9 +21,12 @@ CUDA_ARCH        ?= 87
 CUDA_JOBS        ?= 2
 CUDA_CPU         ?= x86-64-v3
 CUDA_BIN          = $(CUDA_TARGET_DIR)/release/edgewatt
+# find_cuda_helper (llama-cpp-sys-2's link search) reads CUDA_LIBRARY_PATH on Linux;
+# CUDA_PATH is only what makes its build script rerun.
+CUDA_PATH_ENV    ?= $(CUDA_ROOT)
 
 CUDA_ENV = CARGO_TARGET_DIR=$(CUDA_TARGET_DIR) PATH="$(CUDA_ROOT)/bin:$$PATH" \
-	CUDA_PATH=$(CUDA_ROOT) CUDAToolkit_ROOT=$(CUDA_ROOT) \
+	CUDA_PATH=$(CUDA_PATH_ENV) CUDA_LIBRARY_PATH=$(CUDA_ROOT) CUDAToolkit_ROOT=$(CUDA_ROOT) \
 	CMAKE_CUDA_COMPILER=$(CUDA_ROOT)/bin/nvcc CMAKE_CUDA_ARCHITECTURES=$(CUDA_ARCH) \
 	CMAKE_BUILD_PARALLEL_LEVEL=$(CUDA_JOBS) CARGO_BUILD_JOBS=$(CUDA_JOBS) \
 	RUSTFLAGS="-C target-cpu=$(CUDA_CPU) -C link-arg=-L$(CUDA_ROOT)/lib64 -C link-arg=-L$(CUDA_ROOT)/lib64/stubs -C link-arg=-lcublas -C link-arg=-lcublasLt"

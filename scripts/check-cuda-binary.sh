@@ -11,16 +11,20 @@ arch=${2:-}
 fail=0
 check() { if eval "$2"; then echo "  ok   $1"; else echo "  FAIL $1" >&2; fail=1; fi; }
 needed=$(readelf -d "$bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' ')
-syms=$(nm -C --defined-only "$bin" 2>/dev/null | grep -c 'ggml_backend_cuda_' || true)
-fatbin=$(readelf -SW "$bin" | awk '$2 == ".nv_fatbin" { print strtonum("0x" $6) }')
+symfile=$(mktemp)
+trap 'rm -f "$symfile"' EXIT
+nm --defined-only "$bin" > "$symfile" 2>/dev/null || true
+syms=$(grep -c 'ggml_backend_cuda_' "$symfile" || true)
+fatbin_hex=$(readelf -SW "$bin" | sed 's/^ *\[ *[0-9]*\] *//' | awk '$1 == ".nv_fatbin" { print $5 }')
+fatbin=$(( 16#${fatbin_hex:-0} ))
 echo "check-cuda: $bin ($(du -h "$bin" | cut -f1))"
 echo "  needs: $needed"
-check "ggml_backend_cuda_reg defined" "nm --defined-only '$bin' | grep -qw ggml_backend_cuda_reg"
-check "ggml_backend_cuda_init defined ($syms ggml_backend_cuda_* symbols)" "nm --defined-only '$bin' | grep -qw ggml_backend_cuda_init"
+check "ggml_backend_cuda_reg defined" "grep -qw ggml_backend_cuda_reg '$symfile'"
+check "ggml_backend_cuda_init defined ($syms ggml_backend_cuda_* symbols)" "grep -qw ggml_backend_cuda_init '$symfile'"
 check "device code embedded (.nv_fatbin ${fatbin:-0} bytes)" "[ '${fatbin:-0}' -gt 1000000 ]"
 check "links the CUDA driver (libcuda.so.1)" "grep -q 'libcuda.so.1' <<<'$needed'"
-check "links cuBLAS (libcublas, libcublasLt)" "grep -q 'libcublas.so' <<<'$needed' && grep -q 'libcublasLt.so' <<<'$needed'"
-check "CUDA runtime linked statically (cudaGetDeviceCount defined)" "nm --defined-only '$bin' | grep -q ' cudaGetDeviceCount'"
+check "links cuBLAS (libcublas; it brings libcublasLt)" "grep -q 'libcublas.so' <<<'$needed'"
+check "CUDA runtime linked statically (cudaGetDeviceCount defined)" "grep -qw cudaGetDeviceCount '$symfile'"
 if [ -n "$arch" ]; then
   # Each embedded cubin is an ELF whose e_flags carry the SM; the fatbin text names it too.
   check "device code for sm_$arch" "grep -aq 'sm_$arch' '$bin'"
