@@ -92,6 +92,16 @@ pub fn to_html(report: &Report, figures: &[Figure]) -> String {
     out
 }
 
+/// A page with one figure alone (for looking at, or checking, one figure).
+pub fn figure_page(f: &Figure) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<figure id=\"fig-{}\">\n{}\n</figure>\n</body>\n</html>\n",
+        escape(&f.title),
+        f.name,
+        inline_svg(&f.svg)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
