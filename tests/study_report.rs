@@ -32,7 +32,11 @@ fn runs() -> Vec<StoredRun> {
         .map(|p| {
             let stem = p.file_stem().unwrap().to_str().unwrap().to_string();
             let result: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
-            let device = if stem.starts_with("runb_") { "sim-b" } else { "sim-a" };
+            let device = if stem.starts_with("runb_") {
+                "sim-b"
+            } else {
+                "sim-a"
+            };
             let configuration = Configuration {
                 device: device.into(),
                 model: result["model"]["name"].as_str().unwrap().into(),
@@ -71,16 +75,20 @@ fn meta() -> StudyMeta {
             utilization: 0.5,
             cloud_price_per_mtok: Some(0.60),
         }),
+        board_status: Default::default(),
     }
 }
 
 fn close(a: f64, b: f64) {
-    assert!((a - b).abs() <= 1e-9 * b.abs().max(1e-12), "{a} vs {b}");
+    // Relative 1e-9, and absolute 1e-12 for values that are round-off (an sd of equal values).
+    assert!((a - b).abs() <= (1e-9 * b.abs()).max(1e-12), "{a} vs {b}");
 }
 
 /// Reads a number at a JSON pointer of a result.
 fn at(r: &Value, p: &str) -> f64 {
-    r.pointer(p).and_then(Value::as_f64).unwrap_or_else(|| panic!("{p}"))
+    r.pointer(p)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{p}"))
 }
 
 #[test]
@@ -97,13 +105,36 @@ fn json_and_csv_numbers_equal_a_recomputation_from_the_runs() {
     let confs = json["configurations"].as_array().unwrap();
     assert_eq!(confs.len(), 6);
     for key in [
-        "device", "model", "quant", "threads", "prompt_tokens", "gen_tokens", "depth", "n_ctx",
-        "batch", "n_gpu_layers", "power_mode",
+        "device",
+        "model",
+        "quant",
+        "threads",
+        "prompt_tokens",
+        "gen_tokens",
+        "depth",
+        "n_ctx",
+        "batch",
+        "n_gpu_layers",
+        "power_mode",
     ] {
         assert!(confs[0]["config"].get(key).is_some(), "config.{key}");
     }
-    for key in ["n", "mean", "sd", "ci95_low", "ci95_high", "median", "cv", "min", "max", "outliers"] {
-        assert!(confs[0]["metrics"]["decode_tps"].get(key).is_some(), "decode_tps.{key}");
+    for key in [
+        "n",
+        "mean",
+        "sd",
+        "ci95_low",
+        "ci95_high",
+        "median",
+        "cv",
+        "min",
+        "max",
+        "outliers",
+    ] {
+        assert!(
+            confs[0]["metrics"]["decode_tps"].get(key).is_some(),
+            "decode_tps.{key}"
+        );
     }
 
     // The CSV, parsed back by header name.
@@ -145,7 +176,10 @@ fn json_and_csv_numbers_equal_a_recomputation_from_the_runs() {
             ("idle_w", "/energy/idle_w"),
             ("j_per_token_decode", "/energy/j_per_token/decode"),
             ("j_per_token_e2e", "/energy/j_per_token/e2e"),
-            ("j_per_token_decode_net", "/energy/active_j_per_token/decode"),
+            (
+                "j_per_token_decode_net",
+                "/energy/active_j_per_token/decode",
+            ),
             ("j_per_token_e2e_net", "/energy/active_j_per_token/e2e"),
             ("tokens_per_j", "/energy/tokens_per_j"),
             ("energy_decode_j", "/energy/energy_j/decode"),
@@ -158,14 +192,23 @@ fn json_and_csv_numbers_equal_a_recomputation_from_the_runs() {
             let m = &c["metrics"][metric];
             close(m["mean"].as_f64().unwrap(), mean);
             close(m["sd"].as_f64().unwrap(), sd);
-            close(m["ci95_high"].as_f64().unwrap(), mean + T_975_DF2 * sd / 3f64.sqrt());
-            close(m["ci95_low"].as_f64().unwrap(), mean - T_975_DF2 * sd / 3f64.sqrt());
+            close(
+                m["ci95_high"].as_f64().unwrap(),
+                mean + T_975_DF2 * sd / 3f64.sqrt(),
+            );
+            close(
+                m["ci95_low"].as_f64().unwrap(),
+                mean - T_975_DF2 * sd / 3f64.sqrt(),
+            );
             close(m["median"].as_f64().unwrap(), sorted[1]);
             close(m["min"].as_f64().unwrap(), sorted[0]);
             close(m["max"].as_f64().unwrap(), sorted[2]);
             close(m["cv"].as_f64().unwrap(), sd / mean);
             // CSV carries the same numbers.
-            close(row[format!("{metric}_mean").as_str()].parse().unwrap(), mean);
+            close(
+                row[format!("{metric}_mean").as_str()].parse().unwrap(),
+                mean,
+            );
             close(row[format!("{metric}_sd").as_str()].parse().unwrap(), sd);
         }
         // EDP and cost from the e2e figures.
@@ -176,25 +219,41 @@ fn json_and_csv_numbers_equal_a_recomputation_from_the_runs() {
                     / at(r, "/energy/tokens/generated")
             })
             .collect();
-        let j_tok: Vec<f64> = mine.iter().map(|r| at(r, "/energy/j_per_token/e2e")).collect();
+        let j_tok: Vec<f64> = mine
+            .iter()
+            .map(|r| at(r, "/energy/j_per_token/e2e"))
+            .collect();
         let edp: f64 = s_tok.iter().zip(&j_tok).map(|(s, j)| s * j).sum::<f64>() / 3.0;
         close(c["metrics"]["edp"]["mean"].as_f64().unwrap(), edp);
-        let (j, s) = (j_tok.iter().sum::<f64>() / 3.0, s_tok.iter().sum::<f64>() / 3.0);
+        let (j, s) = (
+            j_tok.iter().sum::<f64>() / 3.0,
+            s_tok.iter().sum::<f64>() / 3.0,
+        );
         let energy = j * 1e6 / 3.6e6 * 0.30;
         let board = 80.0 / (20_000.0 * 3600.0 * 0.5) * s * 1e6;
         close(c["cost"]["energy_per_mtok"].as_f64().unwrap(), energy);
         close(c["cost"]["board_per_mtok"].as_f64().unwrap(), board);
-        close(c["cost"]["total_per_mtok"].as_f64().unwrap(), energy + board);
-        close(c["cost"]["vs_cloud"].as_f64().unwrap(), (energy + board) / 0.6);
+        close(
+            c["cost"]["total_per_mtok"].as_f64().unwrap(),
+            energy + board,
+        );
+        close(
+            c["cost"]["vs_cloud"].as_f64().unwrap(),
+            (energy + board) / 0.6,
+        );
         close(row["cost_energy_per_mtok"].parse().unwrap(), energy);
         // Memory: model + KV at this n_ctx.
         let r0 = mine[0];
         assert_eq!(
             c["model_kv_bytes"].as_u64().unwrap(),
-            r0["memory"]["model_bytes"].as_u64().unwrap() + r0["memory"]["kv_bytes"].as_u64().unwrap()
+            r0["memory"]["model_bytes"].as_u64().unwrap()
+                + r0["memory"]["kv_bytes"].as_u64().unwrap()
         );
         assert_eq!(c["model_size_bytes"], r0["model"]["size_bytes"]);
-        assert!(c["flags"].as_array().unwrap().contains(&Value::from("simulated")));
+        assert!(c["flags"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("simulated")));
     }
     // KV grows with n_ctx on the same board and model.
     let kv = |ctx: u64| {
@@ -214,7 +273,7 @@ fn svg_texts(svg: &str) -> Vec<String> {
     assert_eq!(doc.root_element().tag_name().name(), "svg");
     doc.descendants()
         .filter(|n| n.tag_name().name() == "text")
-        .map(|n| n.text().unwrap_or_default().to_string())
+        .map(|n| n.text().unwrap_or_default().trim().to_string())
         .collect()
 }
 
@@ -225,20 +284,41 @@ fn figures_are_valid_svg_with_the_expected_series() {
     let names: Vec<&str> = figs.iter().map(|f| f.name).collect();
     assert_eq!(names, ["pareto", "threads", "memory", "energy_phases"]);
     let expected: [(&str, &[&str]); 4] = [
-        ("pareto", &["sim-a", "sim-a Pareto front", "sim-b", "sim-b Pareto front"]),
+        (
+            "pareto",
+            &["sim-a", "sim-a Pareto front", "sim-b", "sim-b Pareto front"],
+        ),
         ("threads", &[]),
-        ("memory", &["weights", "KV cache", "512", "2048", "SmolLM2-135M-Instruct.Q4_1"]),
+        (
+            "memory",
+            &[
+                "weights",
+                "KV cache",
+                "512",
+                "2048",
+                "SmolLM2-135M-Instruct.Q4_1",
+            ],
+        ),
         ("energy_phases", &["load", "prefill", "decode"]),
     ];
     for (f, (name, series)) in figs.iter().zip(expected) {
         assert_eq!(f.name, name);
         let texts = svg_texts(&f.svg);
-        assert!(texts.iter().any(|t| t.contains("SIMULATED")), "{name}: title");
+        assert!(
+            texts.iter().any(|t| t.contains("SIMULATED")),
+            "{name}: title"
+        );
         for s in series {
-            assert!(texts.iter().any(|t| t == s), "{name}: no '{s}' in {texts:?}");
+            assert!(
+                texts.iter().any(|t| t == s),
+                "{name}: no '{s}' in {texts:?}"
+            );
         }
         for s in &f.series {
-            assert!(texts.iter().any(|t| t == s), "{name}: series '{s}' not drawn");
+            assert!(
+                texts.iter().any(|t| t == s),
+                "{name}: series '{s}' not drawn"
+            );
         }
     }
     // Thread scaling: one line per model × device (× n_ctx, which varies on sim-a).
@@ -247,10 +327,15 @@ fn figures_are_valid_svg_with_the_expected_series() {
     assert!(threads.series.iter().any(|s| s.starts_with("sim-b")));
     let texts = svg_texts(&threads.svg);
     assert!(texts.iter().any(|t| t == "threads"));
-    assert!(texts.iter().any(|t| t.contains("tokens/s")) && texts.iter().any(|t| t.contains("J/token")));
+    assert!(
+        texts.iter().any(|t| t.contains("tokens/s")) && texts.iter().any(|t| t.contains("J/token"))
+    );
     // Pareto: one point per configuration (plus the two legend markers).
     let doc = roxmltree::Document::parse(&figs[0].svg).unwrap();
-    let circles = doc.descendants().filter(|n| n.tag_name().name() == "circle").count();
+    let circles = doc
+        .descendants()
+        .filter(|n| n.tag_name().name() == "circle")
+        .count();
     assert_eq!(circles, 6 + 2);
     // Energy per phase: three stacked bars per configuration.
     let doc = roxmltree::Document::parse(&figs[3].svg).unwrap();
@@ -284,7 +369,11 @@ fn chromium(args: &[&str], url: &str) -> std::process::Output {
         .arg(url)
         .output()
         .expect("run /usr/bin/chromium (Debian's chromium package)");
-    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -299,7 +388,10 @@ fn pixels(path: &Path) -> Vec<[u8; 3]> {
         png::ColorType::Rgba => 4,
         other => panic!("unexpected PNG colour type {other:?}"),
     };
-    buf[..info.buffer_size()].chunks(step).map(|p| [p[0], p[1], p[2]]).collect()
+    buf[..info.buffer_size()]
+        .chunks(step)
+        .map(|p| [p[0], p[1], p[2]])
+        .collect()
 }
 
 fn no_console_errors(stderr: &[u8]) {
@@ -320,7 +412,10 @@ fn html_renders_every_figure_in_headless_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let page = dir.path().join("report.html");
     let html_text = html::to_html(&rep, &figs);
-    assert!(!html_text.contains("http://") && !html_text.contains("https://"), "no network");
+    // Self-contained: nothing to fetch (the SVG namespace URI is a name, not a fetch).
+    for fetch in ["<script", "<link", "<img", "src=", "@import", "url("] {
+        assert!(!html_text.contains(fetch), "page contains '{fetch}'");
+    }
     std::fs::write(&page, &html_text).unwrap();
     let url = format!("file://{}", page.display());
 
@@ -336,12 +431,18 @@ fn html_renders_every_figure_in_headless_chromium() {
     // The page's screenshot is not blank.
     let shot = dir.path().join("page.png");
     let out = chromium(
-        &[&format!("--screenshot={}", shot.display()), "--window-size=1200,2000"],
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=1200,2000",
+        ],
         &url,
     );
     no_console_errors(&out.stderr);
     let px = pixels(&shot);
-    assert!(px.iter().any(|p| *p != px[0]), "page screenshot is one colour");
+    assert!(
+        px.iter().any(|p| *p != px[0]),
+        "page screenshot is one colour"
+    );
 
     // Each figure, on a page of its own, renders its series' colours.
     let colours: [(&str, &[[u8; 3]]); 4] = [
@@ -356,7 +457,10 @@ fn html_renders_every_figure_in_headless_chromium() {
         std::fs::write(&p, html::figure_page(f)).unwrap();
         let shot = dir.path().join(format!("{name}.png"));
         let out = chromium(
-            &[&format!("--screenshot={}", shot.display()), "--window-size=1200,700"],
+            &[
+                &format!("--screenshot={}", shot.display()),
+                "--window-size=1200,700",
+            ],
             &format!("file://{}", p.display()),
         );
         no_console_errors(&out.stderr);
@@ -367,4 +471,82 @@ fn html_renders_every_figure_in_headless_chromium() {
             assert!(n > 20, "{name}: colour {c:?} drawn on {n} pixels");
         }
     }
+}
+
+#[test]
+fn report_and_compare_read_the_study_database() {
+    use edgewatt::cli::study_report::{
+        compare, database_path, load_report, report, CompareArgs, Format, ReportArgs,
+    };
+    use edgewatt::study::StudyDb;
+
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("fixtures.toml");
+    let plan_text = "[study]\nname = \"fixtures\"\n\n[cost]\nenergy_price_per_kwh = 0.30\ncurrency = \"EUR\"\nboard_price = 80.0\nboard_lifetime_h = 20000.0\nutilization = 0.5\ncloud_price_per_mtok = 0.60\n";
+    std::fs::write(&plan, plan_text).unwrap();
+    let db_path = database_path(&plan).unwrap();
+    assert_eq!(db_path, dir.path().join("fixtures.study.db"));
+    let db = StudyDb::open(&db_path).unwrap();
+    db.set_plan(plan_text, &"ab".repeat(32), "fixtures")
+        .unwrap();
+    db.record_board(
+        "sim-a",
+        &serde_json::json!({"device": "sim-a", "version": "0.1.0"}),
+    )
+    .unwrap();
+    let rs = runs();
+    for r in &rs {
+        assert!(db.put_run(r).unwrap());
+    }
+    drop(db);
+
+    // The report from the database is the report of its runs.
+    let from_db = load_report(&plan).unwrap();
+    let direct = report::build(&meta(), &rs);
+    assert_eq!(from_db.configurations, direct.configurations);
+    assert_eq!(from_db.study.cost, direct.study.cost);
+    assert_eq!(from_db.study.board_status["sim-a"]["version"], "0.1.0");
+
+    for format in [Format::Md, Format::Csv, Format::Json, Format::Html] {
+        let out = dir.path().join("out");
+        report(&ReportArgs {
+            input: db_path.clone(),
+            format,
+            out: Some(out.clone()),
+        })
+        .unwrap();
+        let ext = match format {
+            Format::Md => "md",
+            Format::Csv => "csv",
+            Format::Json => "json",
+            Format::Html => "html",
+        };
+        let text = std::fs::read_to_string(out.join(format!("report.{ext}"))).unwrap();
+        assert!(!text.is_empty());
+        if format == Format::Json {
+            let v: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["configurations"].as_array().unwrap().len(), 6);
+        }
+    }
+    for name in ["pareto", "threads", "memory", "energy_phases"] {
+        let svg = std::fs::read_to_string(dir.path().join(format!("out/fig_{name}.svg"))).unwrap();
+        roxmltree::Document::parse(&svg).unwrap();
+    }
+    compare(&CompareArgs {
+        a: plan.clone(),
+        b: db_path.clone(),
+        threshold: 0.02,
+        json: false,
+    })
+    .unwrap();
+    let e = compare(&CompareArgs {
+        a: plan.clone(),
+        b: db_path,
+        threshold: -1.0,
+        json: true,
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("--threshold is '-1'"));
+    let missing = load_report(&dir.path().join("nope.study.db")).unwrap_err();
+    assert!(missing.to_string().contains("does not exist"), "{missing}");
 }

@@ -16,6 +16,7 @@ pub mod info;
 pub mod models;
 pub mod report;
 pub mod sensors;
+pub mod study_report;
 pub mod submit;
 pub mod trace;
 

@@ -75,7 +75,10 @@ impl CostConfig {
                 return Err(bad(key, v, "a finite number >= 0"));
             }
         }
-        if let Some(h) = self.board_lifetime_h.filter(|h| !(h.is_finite() && *h > 0.0)) {
+        if let Some(h) = self
+            .board_lifetime_h
+            .filter(|h| !(h.is_finite() && *h > 0.0))
+        {
             return Err(bad("board_lifetime_h", h, "a finite number > 0"));
         }
         Ok(())
@@ -182,9 +185,14 @@ mod tests {
         assert_eq!(e, "cost.utilization is '1.5'; it must be in (0, 1]");
         let mut k = cfg();
         k.board_lifetime_h = Some(0.0);
-        assert!(k.validate().unwrap_err().to_string().contains("board_lifetime_h"));
+        assert!(k
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("board_lifetime_h"));
         assert!(cfg().validate().is_ok());
-        let parsed: CostConfig = toml::from_str("energy_price_per_kwh = 0.3\ncurrency = 'EUR'").unwrap();
+        let parsed: CostConfig =
+            toml::from_str("energy_price_per_kwh = 0.3\ncurrency = 'EUR'").unwrap();
         assert_eq!((parsed.utilization, parsed.board_price), (1.0, None));
     }
 }

@@ -413,7 +413,11 @@ mod tests {
         let (_, mean, var) = welford(&v).unwrap();
         close(mean, 1e9 + 10.0, 1e-15);
         close(var.unwrap(), 30.0, 1e-9);
-        close(ci_rel_halfwidth(&v).unwrap(), ci95_halfwidth(30f64.sqrt(), 4).unwrap() / (1e9 + 10.0), 1e-9);
+        close(
+            ci_rel_halfwidth(&v).unwrap(),
+            ci95_halfwidth(30f64.sqrt(), 4).unwrap() / (1e9 + 10.0),
+            1e-9,
+        );
     }
 
     #[test]

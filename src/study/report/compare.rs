@@ -61,7 +61,11 @@ pub struct Comparison {
 pub fn compare(a: &Report, b: &Report, threshold: f64) -> Comparison {
     let mut matched = Vec::new();
     for ca in &a.configurations {
-        let Some(cb) = b.configurations.iter().find(|c| c.config_hash == ca.config_hash) else {
+        let Some(cb) = b
+            .configurations
+            .iter()
+            .find(|c| c.config_hash == ca.config_hash)
+        else {
             continue;
         };
         let metrics = COMPARED
@@ -92,7 +96,11 @@ pub fn compare(a: &Report, b: &Report, threshold: f64) -> Comparison {
     let count_only = |x: &Report, y: &Report| {
         x.configurations
             .iter()
-            .filter(|c| !y.configurations.iter().any(|d| d.config_hash == c.config_hash))
+            .filter(|c| {
+                !y.configurations
+                    .iter()
+                    .any(|d| d.config_hash == c.config_hash)
+            })
             .count()
     };
     Comparison {

@@ -7,7 +7,16 @@ use super::{ConfigReport, Report};
 
 /// Statistics written per metric, in order.
 pub const STATS: [&str; 10] = [
-    "n", "mean", "sd", "ci95_low", "ci95_high", "median", "cv", "min", "max", "outliers",
+    "n",
+    "mean",
+    "sd",
+    "ci95_low",
+    "ci95_high",
+    "median",
+    "cv",
+    "min",
+    "max",
+    "outliers",
 ];
 
 fn quote(s: &str) -> String {
@@ -29,11 +38,31 @@ fn u(v: Option<u64>) -> String {
 /// The header row's names.
 pub fn header() -> Vec<String> {
     let mut h: Vec<String> = [
-        "device", "model", "quant", "threads", "prompt_tokens", "gen_tokens", "depth", "n_ctx",
-        "batch", "n_gpu_layers", "power_mode", "config_hash", "n", "decode_tps_pooled",
-        "model_size_bytes", "model_kv_bytes", "weights_bytes", "kv_bytes", "load_cold_ms",
-        "cost_currency", "cost_energy_per_mtok", "cost_board_per_mtok", "cost_total_per_mtok",
-        "cost_cloud_per_mtok", "cost_vs_cloud",
+        "device",
+        "model",
+        "quant",
+        "threads",
+        "prompt_tokens",
+        "gen_tokens",
+        "depth",
+        "n_ctx",
+        "batch",
+        "n_gpu_layers",
+        "power_mode",
+        "config_hash",
+        "n",
+        "decode_tps_pooled",
+        "model_size_bytes",
+        "model_kv_bytes",
+        "weights_bytes",
+        "kv_bytes",
+        "load_cold_ms",
+        "cost_currency",
+        "cost_energy_per_mtok",
+        "cost_board_per_mtok",
+        "cost_total_per_mtok",
+        "cost_cloud_per_mtok",
+        "cost_vs_cloud",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -79,7 +79,10 @@ pub fn all(report: &Report) -> Result<Vec<Figure>, FigureError> {
         (
             "memory",
             format!("Memory against context size: weights + KV cache{sim}"),
-            report.configurations.iter().any(|c| c.weights_bytes.is_some()),
+            report
+                .configurations
+                .iter()
+                .any(|c| c.weights_bytes.is_some()),
             memory,
         ),
         (
@@ -121,7 +124,10 @@ pub fn all(report: &Report) -> Result<Vec<Figure>, FigureError> {
 }
 
 fn has(report: &Report, key: &str) -> bool {
-    report.configurations.iter().any(|c| c.metrics.contains_key(key))
+    report
+        .configurations
+        .iter()
+        .any(|c| c.metrics.contains_key(key))
 }
 
 fn mean(c: &ConfigReport, key: &str) -> Option<f64> {
@@ -144,15 +150,23 @@ fn thread_counts(report: &Report) -> usize {
 pub fn short_labels(report: &Report) -> Vec<String> {
     let cs = &report.configurations;
     let varies = |f: &dyn Fn(&ConfigReport) -> String| {
-        cs.iter().map(f).collect::<std::collections::BTreeSet<_>>().len() > 1
+        cs.iter()
+            .map(f)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            > 1
     };
     let parts: [(&str, fn(&ConfigReport) -> String); 8] = [
-        ("t", |c| c.config.threads.map_or("def".into(), |t| t.to_string())),
+        ("t", |c| {
+            c.config.threads.map_or("def".into(), |t| t.to_string())
+        }),
         ("p", |c| c.config.prompt_tokens.to_string()),
         ("g", |c| c.config.gen_tokens.to_string()),
         ("d", |c| c.config.depth.to_string()),
         ("ctx", |c| c.config.n_ctx.to_string()),
-        ("b", |c| c.config.batch.map_or("def".into(), |b| b.to_string())),
+        ("b", |c| {
+            c.config.batch.map_or("def".into(), |b| b.to_string())
+        }),
         ("ngl", |c| c.config.n_gpu_layers.to_string()),
         ("pm ", |c| c.config.power_mode.clone().unwrap_or_default()),
     ];
@@ -172,20 +186,18 @@ pub fn short_labels(report: &Report) -> Vec<String> {
 /// by x. `minimize_y` flips y to a cost too.
 pub fn pareto_front(points: &[(f64, f64)], minimize_y: bool) -> Vec<(f64, f64)> {
     let mut p: Vec<(f64, f64)> = points.to_vec();
-    p.sort_by(|a, b| a.0.total_cmp(&b.0).then(if minimize_y {
-        a.1.total_cmp(&b.1)
-    } else {
-        b.1.total_cmp(&a.1)
-    }));
+    p.sort_by(|a, b| {
+        a.0.total_cmp(&b.0).then(if minimize_y {
+            a.1.total_cmp(&b.1)
+        } else {
+            b.1.total_cmp(&a.1)
+        })
+    });
     let mut front: Vec<(f64, f64)> = Vec::new();
     for q in p {
-        let better = front.last().is_none_or(|l| {
-            if minimize_y {
-                q.1 < l.1
-            } else {
-                q.1 > l.1
-            }
-        });
+        let better = front
+            .last()
+            .is_none_or(|l| if minimize_y { q.1 < l.1 } else { q.1 > l.1 });
         if better {
             front.push(q);
         }
@@ -275,7 +287,10 @@ fn pareto(report: &Report, root: &DrawingArea<SVGBackend, Shift>, title: &str) -
             }))
             .map_err(err)?;
         chart
-            .draw_series(mine.iter().map(|p| Circle::new((p.1, p.2), 5, col.filled())))
+            .draw_series(
+                mine.iter()
+                    .map(|p| Circle::new((p.1, p.2), 5, col.filled())),
+            )
             .map_err(err)?
             .label(dev.clone())
             .legend(move |(x, y)| Circle::new((x + 9, y), 5, col.filled()));
@@ -317,9 +332,7 @@ fn thread_lines(report: &Report) -> BTreeMap<String, Vec<&ConfigReport>> {
 fn threads(report: &Report, root: &DrawingArea<SVGBackend, Shift>, title: &str) -> DrawResult {
     let lines = thread_lines(report);
     let (title_area, body) = root.split_vertically(40);
-    title_area
-        .titled(title, ("sans-serif", 22))
-        .map_err(err)?;
+    title_area.titled(title, ("sans-serif", 22)).map_err(err)?;
     let panels = body.split_evenly((1, 2));
     let max_t = report
         .configurations
@@ -335,10 +348,7 @@ fn threads(report: &Report, root: &DrawingArea<SVGBackend, Shift>, title: &str) 
     .into_iter()
     .enumerate()
     {
-        let (y0, y1) = range(
-            lines.values().flatten().filter_map(|c| mean(c, key)),
-            true,
-        );
+        let (y0, y1) = range(lines.values().flatten().filter_map(|c| mean(c, key)), true);
         let mut chart = ChartBuilder::on(&panels[pi])
             .margin(14)
             .x_label_area_size(44)
@@ -393,9 +403,7 @@ fn memory(report: &Report, root: &DrawingArea<SVGBackend, Shift>, title: &str) -
         }
     }
     let (title_area, body) = root.split_vertically(40);
-    title_area
-        .titled(title, ("sans-serif", 22))
-        .map_err(err)?;
+    title_area.titled(title, ("sans-serif", 22)).map_err(err)?;
     let panels = body.split_evenly((1, by_model.len().max(1)));
     let (wc, kc) = (color(0), color(1));
     for (pi, (model, ctxs)) in by_model.iter().enumerate() {
@@ -422,11 +430,17 @@ fn memory(report: &Report, root: &DrawingArea<SVGBackend, Shift>, title: &str) -
             .label_style(("sans-serif", 12))
             .draw()
             .map_err(err)?;
-        let bars: Vec<(i32, f64, f64)> =
-            ctxs.values().enumerate().map(|(i, (w, k))| (i as i32, *w, *k)).collect();
+        let bars: Vec<(i32, f64, f64)> = ctxs
+            .values()
+            .enumerate()
+            .map(|(i, (w, k))| (i as i32, *w, *k))
+            .collect();
         let bar = |i: i32, y0: f64, y1: f64, c: RGBColor| {
             let mut r = Rectangle::new(
-                [(SegmentValue::Exact(i), y0), (SegmentValue::Exact(i + 1), y1)],
+                [
+                    (SegmentValue::Exact(i), y0),
+                    (SegmentValue::Exact(i + 1), y1),
+                ],
                 c.filled(),
             );
             r.set_margin(0, 0, 10, 10);
@@ -460,11 +474,22 @@ fn energy_phases(
         .filter(|(c, _)| c.metrics.contains_key("energy_decode_j"))
         .map(|(c, l)| {
             let m = |k| mean(c, k).unwrap_or(0.0);
-            (l, [m("energy_load_j"), m("energy_prefill_j"), m("energy_decode_j")])
+            (
+                l,
+                [
+                    m("energy_load_j"),
+                    m("energy_prefill_j"),
+                    m("energy_decode_j"),
+                ],
+            )
         })
         .collect();
     let n = rows.len() as i32;
-    let top = rows.iter().map(|(_, e)| e.iter().sum::<f64>()).fold(0.0, f64::max) * 1.15;
+    let top = rows
+        .iter()
+        .map(|(_, e)| e.iter().sum::<f64>())
+        .fold(0.0, f64::max)
+        * 1.15;
     let names: Vec<String> = rows.iter().map(|(l, _)| l.clone()).collect();
     let label_w = names.iter().map(|s| s.chars().count()).max().unwrap_or(10) as u32 * 7 + 20;
     let mut chart = ChartBuilder::on(root)
@@ -577,13 +602,22 @@ mod tests {
     #[test]
     fn pareto_front_keeps_non_dominated_points() {
         // (J/token, t/s): (0.2, 30) is dominated by (0.1, 40).
-        let pts = [(0.1, 40.0), (0.2, 30.0), (0.3, 60.0), (0.05, 10.0), (0.3, 50.0)];
+        let pts = [
+            (0.1, 40.0),
+            (0.2, 30.0),
+            (0.3, 60.0),
+            (0.05, 10.0),
+            (0.3, 50.0),
+        ];
         assert_eq!(
             pareto_front(&pts, false),
             vec![(0.05, 10.0), (0.1, 40.0), (0.3, 60.0)]
         );
         // Both minimised (perplexity, J/token).
         let q = [(10.0, 0.3), (12.0, 0.1), (11.0, 0.35), (9.0, 0.5)];
-        assert_eq!(pareto_front(&q, true), vec![(9.0, 0.5), (10.0, 0.3), (12.0, 0.1)]);
+        assert_eq!(
+            pareto_front(&q, true),
+            vec![(9.0, 0.5), (10.0, 0.3), (12.0, 0.1)]
+        );
     }
 }

@@ -53,12 +53,15 @@ th{background:#eee;position:sticky;top:0}td:first-child,td:nth-child(2){text-ali
 /// The page.
 pub fn to_html(report: &Report, figures: &[Figure]) -> String {
     let s = &report.study;
-    let mut out = String::from("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
+    let mut out =
+        String::from("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
     out.push_str(&format!("<title>Study {}</title>\n", escape(&s.name)));
     out.push_str(&format!("<style>{STYLE}</style>\n</head>\n<body>\n"));
     out.push_str(&format!("<h1>Study {}</h1>\n", escape(&s.name)));
     if s.simulated {
-        out.push_str("<p class=\"sim\">SIMULATED: some power readings came from a simulated sensor.</p>\n");
+        out.push_str(
+            "<p class=\"sim\">SIMULATED: some power readings came from a simulated sensor.</p>\n",
+        );
     }
     out.push_str(&format!(
         "<p>plan sha256 <code>{}</code> · {} runs · {} configurations · boards: {}</p>\n",
@@ -108,7 +111,10 @@ mod tests {
 
     #[test]
     fn escapes_markup() {
-        assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
         assert_eq!(inline_svg("<?xml version=\"1.0\"?>\n<svg/>"), "<svg/>");
     }
 }

@@ -46,6 +46,10 @@ pub struct StudyInfo {
     /// The plan's `[cost]`, when it has one.
     #[serde(default)]
     pub cost: Option<CostConfig>,
+    /// Each board's status at the start of the study (the retained `DeviceStatus`:
+    /// version, build features, CPU, sensors, power modes), by device.
+    #[serde(default)]
+    pub board_status: BTreeMap<String, Value>,
     /// The edgewatt version that built the report.
     pub edgewatt_version: String,
 }
@@ -131,6 +135,8 @@ pub struct StudyMeta {
     pub name: String,
     pub plan_sha256: String,
     pub cost: Option<CostConfig>,
+    /// Board status JSON by device (the study database's `boards`).
+    pub board_status: BTreeMap<String, Value>,
 }
 
 /// Builds the report from the stored runs: one row per configuration (sorted by
@@ -148,7 +154,10 @@ pub fn build(meta: &StudyMeta, runs: &[StoredRun]) -> Report {
             config_report(cfg, &rs, &cold, meta.cost.as_ref())
         })
         .collect();
-    let mut boards: Vec<String> = runs.iter().map(|r| r.configuration.device.clone()).collect();
+    let mut boards: Vec<String> = runs
+        .iter()
+        .map(|r| r.configuration.device.clone())
+        .collect();
     boards.sort();
     boards.dedup();
     Report {
@@ -160,6 +169,7 @@ pub fn build(meta: &StudyMeta, runs: &[StoredRun]) -> Report {
                 .iter()
                 .any(|c| c.flags.iter().any(|f| f == "simulated")),
             cost: meta.cost.clone(),
+            board_status: meta.board_status.clone(),
             edgewatt_version: env!("CARGO_PKG_VERSION").to_string(),
         },
         runs: runs.len(),
@@ -183,7 +193,10 @@ fn cold_loads(runs: &[StoredRun]) -> BTreeMap<(String, String), f64> {
         ) else {
             continue;
         };
-        let key = (r.configuration.device.clone(), r.configuration.model.clone());
+        let key = (
+            r.configuration.device.clone(),
+            r.configuration.model.clone(),
+        );
         let e = first.entry(key).or_insert((started, load_ms));
         if started < e.0 {
             *e = (started, load_ms);
@@ -205,7 +218,10 @@ fn config_report(
         .map(|r| RunError {
             repetition: r.repetition,
             job_id: r.job_id.clone(),
-            code: r.error.as_ref().map_or("unknown".into(), |e| e.code.clone()),
+            code: r
+                .error
+                .as_ref()
+                .map_or("unknown".into(), |e| e.code.clone()),
             message: r
                 .error
                 .as_ref()

@@ -57,40 +57,142 @@ fn currency(c: &ConfigReport, v: Option<f64>) -> String {
 
 /// The main table's columns, in order.
 pub const COLUMNS: &[Column] = &[
-    Column { header: "device", cell: |c| c.config.device.clone() },
-    Column { header: "model", cell: |c| c.config.model.clone() },
-    Column { header: "quant", cell: |c| c.config.quant.clone().unwrap_or_else(|| "–".into()) },
-    Column { header: "threads", cell: |c| c.config.threads.map_or("default".into(), |t| t.to_string()) },
-    Column { header: "prompt", cell: |c| c.config.prompt_tokens.to_string() },
-    Column { header: "gen", cell: |c| c.config.gen_tokens.to_string() },
-    Column { header: "depth", cell: |c| c.config.depth.to_string() },
-    Column { header: "n_ctx", cell: |c| c.config.n_ctx.to_string() },
-    Column { header: "batch", cell: |c| c.config.batch.map_or("default".into(), |b| b.to_string()) },
-    Column { header: "ngl", cell: |c| c.config.n_gpu_layers.to_string() },
-    Column { header: "power mode", cell: |c| power_mode(c) },
-    Column { header: "model MiB", cell: |c| mib(c.model_size_bytes) },
-    Column { header: "model+KV MiB", cell: |c| mib(c.model_kv_bytes) },
-    Column { header: "RSS peak MiB", cell: |c| opt(mean(c, "rss_peak_bytes").map(|b| b / 1048576.0), 4) },
-    Column { header: "cold load ms", cell: |c| opt(c.load_cold_ms, 4) },
-    Column { header: "TTFT ms", cell: |c| mean_ci(c, "ttft_ms", 4) },
-    Column { header: "prefill t/s", cell: |c| mean_ci(c, "prefill_tps", 4) },
-    Column { header: "decode t/s", cell: |c| mean_ci(c, "decode_tps", 4) },
-    Column { header: "decode t/s pooled", cell: |c| opt(c.decode_tps_pooled, 4) },
-    Column { header: "avg W", cell: |c| opt(mean(c, "avg_w"), 3) },
-    Column { header: "idle W", cell: |c| opt(mean(c, "idle_w"), 3) },
-    Column { header: "J/token decode", cell: |c| mean_ci(c, "j_per_token_decode", 3) },
-    Column { header: "J/token e2e", cell: |c| mean_ci(c, "j_per_token_e2e", 3) },
-    Column { header: "J/token decode net", cell: |c| opt(mean(c, "j_per_token_decode_net"), 3) },
-    Column { header: "J/token e2e net", cell: |c| opt(mean(c, "j_per_token_e2e_net"), 3) },
-    Column { header: "tokens/J", cell: |c| opt(mean(c, "tokens_per_j"), 3) },
-    Column { header: "EDP J·s/token²", cell: |c| opt(mean(c, "edp"), 3) },
-    Column { header: "cost/Mtok energy", cell: |c| currency(c, c.cost.as_ref().map(|k| k.energy_per_mtok)) },
-    Column { header: "cost/Mtok with board", cell: |c| currency(c, c.cost.as_ref().and_then(|k| k.total_per_mtok)) },
-    Column { header: "cloud/Mtok", cell: |c| currency(c, c.cost.as_ref().and_then(|k| k.cloud_per_mtok)) },
-    Column { header: "perplexity", cell: |c| mean_ci(c, "ppl", 4) },
-    Column { header: "KLD", cell: |c| opt(mean(c, "kld_mean"), 3) },
-    Column { header: "n", cell: |c| c.n.to_string() },
-    Column { header: "flags", cell: |c| c.flags.join(" ") },
+    Column {
+        header: "device",
+        cell: |c| c.config.device.clone(),
+    },
+    Column {
+        header: "model",
+        cell: |c| c.config.model.clone(),
+    },
+    Column {
+        header: "quant",
+        cell: |c| c.config.quant.clone().unwrap_or_else(|| "–".into()),
+    },
+    Column {
+        header: "threads",
+        cell: |c| c.config.threads.map_or("default".into(), |t| t.to_string()),
+    },
+    Column {
+        header: "prompt",
+        cell: |c| c.config.prompt_tokens.to_string(),
+    },
+    Column {
+        header: "gen",
+        cell: |c| c.config.gen_tokens.to_string(),
+    },
+    Column {
+        header: "depth",
+        cell: |c| c.config.depth.to_string(),
+    },
+    Column {
+        header: "n_ctx",
+        cell: |c| c.config.n_ctx.to_string(),
+    },
+    Column {
+        header: "batch",
+        cell: |c| c.config.batch.map_or("default".into(), |b| b.to_string()),
+    },
+    Column {
+        header: "ngl",
+        cell: |c| c.config.n_gpu_layers.to_string(),
+    },
+    Column {
+        header: "power mode",
+        cell: |c| power_mode(c),
+    },
+    Column {
+        header: "model MiB",
+        cell: |c| mib(c.model_size_bytes),
+    },
+    Column {
+        header: "model+KV MiB",
+        cell: |c| mib(c.model_kv_bytes),
+    },
+    Column {
+        header: "RSS peak MiB",
+        cell: |c| opt(mean(c, "rss_peak_bytes").map(|b| b / 1048576.0), 4),
+    },
+    Column {
+        header: "cold load ms",
+        cell: |c| opt(c.load_cold_ms, 4),
+    },
+    Column {
+        header: "TTFT ms",
+        cell: |c| mean_ci(c, "ttft_ms", 4),
+    },
+    Column {
+        header: "prefill t/s",
+        cell: |c| mean_ci(c, "prefill_tps", 4),
+    },
+    Column {
+        header: "decode t/s",
+        cell: |c| mean_ci(c, "decode_tps", 4),
+    },
+    Column {
+        header: "decode t/s pooled",
+        cell: |c| opt(c.decode_tps_pooled, 4),
+    },
+    Column {
+        header: "avg W",
+        cell: |c| opt(mean(c, "avg_w"), 3),
+    },
+    Column {
+        header: "idle W",
+        cell: |c| opt(mean(c, "idle_w"), 3),
+    },
+    Column {
+        header: "J/token decode",
+        cell: |c| mean_ci(c, "j_per_token_decode", 3),
+    },
+    Column {
+        header: "J/token e2e",
+        cell: |c| mean_ci(c, "j_per_token_e2e", 3),
+    },
+    Column {
+        header: "J/token decode net",
+        cell: |c| opt(mean(c, "j_per_token_decode_net"), 3),
+    },
+    Column {
+        header: "J/token e2e net",
+        cell: |c| opt(mean(c, "j_per_token_e2e_net"), 3),
+    },
+    Column {
+        header: "tokens/J",
+        cell: |c| opt(mean(c, "tokens_per_j"), 3),
+    },
+    Column {
+        header: "EDP J·s/token²",
+        cell: |c| opt(mean(c, "edp"), 3),
+    },
+    Column {
+        header: "cost/Mtok energy",
+        cell: |c| currency(c, c.cost.as_ref().map(|k| k.energy_per_mtok)),
+    },
+    Column {
+        header: "cost/Mtok with board",
+        cell: |c| currency(c, c.cost.as_ref().and_then(|k| k.total_per_mtok)),
+    },
+    Column {
+        header: "cloud/Mtok",
+        cell: |c| currency(c, c.cost.as_ref().and_then(|k| k.cloud_per_mtok)),
+    },
+    Column {
+        header: "perplexity",
+        cell: |c| mean_ci(c, "ppl", 4),
+    },
+    Column {
+        header: "KLD",
+        cell: |c| opt(mean(c, "kld_mean"), 3),
+    },
+    Column {
+        header: "n",
+        cell: |c| c.n.to_string(),
+    },
+    Column {
+        header: "flags",
+        cell: |c| c.flags.join(" "),
+    },
 ];
 
 fn power_mode(c: &ConfigReport) -> String {
@@ -164,7 +266,16 @@ pub fn errors_table(report: &Report) -> (Vec<&'static str>, Vec<Vec<String>>) {
             })
         })
         .collect();
-    let header = vec!["device", "model", "threads", "prompt", "repetition", "job", "code", "error"];
+    let header = vec![
+        "device",
+        "model",
+        "threads",
+        "prompt",
+        "repetition",
+        "job",
+        "code",
+        "error",
+    ];
     (header, rows)
 }
 
@@ -188,7 +299,11 @@ pub fn markdown(report: &Report) -> String {
     let mut out = format!(
         "# Study {}{}\n\nplan sha256 `{}` · {} runs · {} configurations · boards: {}\n\n",
         s.name,
-        if s.simulated { " (SIMULATED power)" } else { "" },
+        if s.simulated {
+            " (SIMULATED power)"
+        } else {
+            ""
+        },
         s.plan_sha256,
         report.runs,
         report.configurations.len(),

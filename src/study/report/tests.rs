@@ -14,7 +14,9 @@ use crate::jobs::protocol::ErrorBody;
 use crate::study::cost::CostConfig;
 
 fn fixture(name: &str) -> Value {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/study").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/study")
+        .join(name);
     serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
 }
 
@@ -79,6 +81,7 @@ fn meta() -> StudyMeta {
         name: "fixtures".into(),
         plan_sha256: "0".repeat(64),
         cost: Some(cost()),
+        board_status: Default::default(),
     }
 }
 
@@ -149,8 +152,14 @@ fn pooled_decode_rate_is_tokens_over_time() {
         .filter(|r| r.config_hash == c.config_hash)
         .filter_map(|r| r.result.as_ref())
         .collect();
-    let tokens: f64 = mine.iter().map(|r| r["tokens"]["generated"].as_f64().unwrap() - 1.0).sum();
-    let secs: f64 = mine.iter().map(|r| r["timings"]["decode_ms"].as_f64().unwrap() / 1e3).sum();
+    let tokens: f64 = mine
+        .iter()
+        .map(|r| r["tokens"]["generated"].as_f64().unwrap() - 1.0)
+        .sum();
+    let secs: f64 = mine
+        .iter()
+        .map(|r| r["timings"]["decode_ms"].as_f64().unwrap() / 1e3)
+        .sum();
     assert!((c.decode_tps_pooled.unwrap() - tokens / secs).abs() < 1e-9);
 }
 
@@ -174,7 +183,9 @@ fn failed_run_is_a_row_with_its_error() {
     assert!(md.contains("## Failed runs") && md.contains("model_not_found"));
     let csv = csv::to_csv(&rep);
     assert_eq!(csv.lines().count(), 8);
-    assert!(csv.lines().any(|l| l.contains("NoSuchModel") && l.ends_with("model_not_found")));
+    assert!(csv
+        .lines()
+        .any(|l| l.contains("NoSuchModel") && l.ends_with("model_not_found")));
 }
 
 #[test]
@@ -191,7 +202,12 @@ fn validity_flags_follow_the_results() {
         .iter()
         .find(|c| c.config_hash == rs[0].config_hash)
         .unwrap();
-    for f in ["throttled", "not_settled", "incomplete", "few_samples:prefill"] {
+    for f in [
+        "throttled",
+        "not_settled",
+        "incomplete",
+        "few_samples:prefill",
+    ] {
         assert!(c.flags.contains(&f.to_string()), "{f}: {:?}", c.flags);
     }
     assert_eq!(c.metrics["settle_ms"].n, 1);
@@ -201,7 +217,10 @@ fn validity_flags_follow_the_results() {
         .iter()
         .find(|c| c.config_hash != rs[0].config_hash)
         .unwrap();
-    assert!(!other.flags.iter().any(|f| f == "throttled" || f == "not_settled"));
+    assert!(!other
+        .flags
+        .iter()
+        .any(|f| f == "throttled" || f == "not_settled"));
 }
 
 #[test]
@@ -222,7 +241,10 @@ fn quality_and_power_mode_columns_appear_when_results_carry_them() {
     assert!(rows.iter().all(|r| r[col] == "MAXN"));
     let figs = figures::all(&rep).unwrap();
     assert!(figs.iter().any(|f| f.name == "quality"));
-    assert!(figures::all(&base).unwrap().iter().all(|f| f.name != "quality"));
+    assert!(figures::all(&base)
+        .unwrap()
+        .iter()
+        .all(|f| f.name != "quality"));
 }
 
 #[test]
@@ -236,20 +258,38 @@ fn compare_marks_only_significant_differences_beyond_threshold() {
         let tps = res["timings"]["decode_tps"].as_f64().unwrap();
         res["timings"]["decode_tps"] = serde_json::json!(tps * 1.2);
     }
-    let b = build(&StudyMeta { name: "b".into(), ..meta() }, &faster);
+    let b = build(
+        &StudyMeta {
+            name: "b".into(),
+            ..meta()
+        },
+        &faster,
+    );
     let cmp = compare::compare(&a, &b, 0.02);
     assert_eq!(cmp.matched.len(), 6);
     for d in &cmp.matched {
         let dec = d.metrics.iter().find(|m| m.metric == "decode_tps").unwrap();
         assert!((dec.ratio.unwrap() - 1.2).abs() < 1e-12);
-        let j = d.metrics.iter().find(|m| m.metric == "j_per_token_decode").unwrap();
+        let j = d
+            .metrics
+            .iter()
+            .find(|m| m.metric == "j_per_token_decode")
+            .unwrap();
         assert_eq!(j.ratio, Some(1.0));
         assert!(!j.significant);
         // Significance needs p < 0.05: with three runs a side and this spread it is
         // what Welch says, recomputed here.
         let p = crate::study::stats::welch(
-            &a.configurations.iter().find(|c| c.config.device == d.config.device && c.config == d.config).unwrap().values["decode_tps"],
-            &b.configurations.iter().find(|c| c.config == d.config).unwrap().values["decode_tps"],
+            &a.configurations
+                .iter()
+                .find(|c| c.config.device == d.config.device && c.config == d.config)
+                .unwrap()
+                .values["decode_tps"],
+            &b.configurations
+                .iter()
+                .find(|c| c.config == d.config)
+                .unwrap()
+                .values["decode_tps"],
         )
         .map(|x| x.2);
         assert_eq!(dec.p, p);
@@ -257,6 +297,10 @@ fn compare_marks_only_significant_differences_beyond_threshold() {
     }
     // Against itself nothing is significant.
     let same = compare::compare(&a, &a, 0.02);
-    assert!(same.matched.iter().flat_map(|d| &d.metrics).all(|m| !m.significant));
+    assert!(same
+        .matched
+        .iter()
+        .flat_map(|d| &d.metrics)
+        .all(|m| !m.significant));
     assert!(compare::markdown(&cmp).contains("decode_tps"));
 }
