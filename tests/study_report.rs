@@ -397,9 +397,9 @@ fn pixels(path: &Path) -> Vec<[u8; 3]> {
 fn no_console_errors(stderr: &[u8]) {
     let log = String::from_utf8_lossy(stderr);
     for line in log.lines() {
+        let console_error = line.contains("CONSOLE") && line.to_lowercase().contains("error");
         assert!(
-            !(line.contains("CONSOLE") && line.to_lowercase().contains("error"))
-                && !line.contains("Uncaught"),
+            !console_error && !line.contains("Uncaught"),
             "console error: {line}"
         );
     }
@@ -469,6 +469,14 @@ fn html_renders_every_figure_in_headless_chromium() {
         for c in want {
             let n = px.iter().filter(|p| *p == c).count();
             assert!(n > 20, "{name}: colour {c:?} drawn on {n} pixels");
+        }
+    }
+    // EDGEWATT_KEEP_REPORT=DIR keeps the page and its screenshots to look at.
+    if let Some(keep) = std::env::var_os("EDGEWATT_KEEP_REPORT") {
+        std::fs::create_dir_all(&keep).unwrap();
+        for e in std::fs::read_dir(dir.path()).unwrap() {
+            let p = e.unwrap().path();
+            std::fs::copy(&p, Path::new(&keep).join(p.file_name().unwrap())).unwrap();
         }
     }
 }

@@ -156,7 +156,8 @@ pub fn short_labels(report: &Report) -> Vec<String> {
             .len()
             > 1
     };
-    let parts: [(&str, fn(&ConfigReport) -> String); 8] = [
+    type Part = (&'static str, fn(&ConfigReport) -> String);
+    let parts: [Part; 8] = [
         ("t", |c| {
             c.config.threads.map_or("def".into(), |t| t.to_string())
         }),
