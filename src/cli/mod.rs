@@ -20,6 +20,7 @@ pub mod quantize;
 pub mod report;
 pub mod result_table;
 pub mod sensors;
+pub mod study_report;
 pub mod submit;
 pub mod trace;
 

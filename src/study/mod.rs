@@ -4,7 +4,17 @@
 //! # Layout
 //! - [`config`] — one configuration (a point of the plan's axes), its stable hash, and a
 //!   stored run (the protocol's result JSON or its error, keyed by configuration and repetition)
+//! - [`db`] — the study database (SQLite): plan and sha256, boards' status at start, runs
+//! - [`stats`] — per-metric summaries (Welford, Student-t CI, median, CV, MAD outliers),
+//!   the slow-first-run check and Welch's t-test
+//! - [`cost`] — the plan's `[cost]`: cost per million tokens (energy; board amortized), EDP
+//! - [`report`] — the study report from stored runs: table (md), csv, json, figures, html, compare
 
 pub mod config;
+pub mod cost;
+pub mod db;
+pub mod report;
+pub mod stats;
 
 pub use config::{ConfigHash, Configuration, StoredRun};
+pub use db::{RunCounts, StudyDb, StudyDbError};
