@@ -114,6 +114,6 @@ mod tests {
         assert_eq!(chunk_count(511, 512, None), 0);
         assert_eq!(first_scored(512), 256);
         assert_eq!(scored_per_chunk(512), 255);
-        assert_eq!(scored_per_chunk(17), 7);
+        assert_eq!(scored_per_chunk(17), 8);
     }
 }
