@@ -54,6 +54,8 @@ pub enum JobError {
     InvalidModelName { name: String, reason: &'static str },
     #[error("job id '{id}' was already used for a different job; pick a new id")]
     DuplicateId { id: String },
+    #[error("fields 'prompt_tokens' and '{other}' are both present; a synthetic prompt replaces the prompt, send one of them")]
+    PromptTokensExclusive { other: &'static str },
 }
 
 impl JobError {
@@ -76,6 +78,7 @@ impl JobError {
             JobError::PromptTooLarge { .. } => "prompt_too_large",
             JobError::InvalidModelName { .. } => "invalid_model_name",
             JobError::DuplicateId { .. } => "duplicate_id",
+            JobError::PromptTokensExclusive { .. } => "prompt_tokens_exclusive",
         }
     }
 

@@ -66,6 +66,8 @@ pub const JOB_FIELDS: &[&str] = &[
     "keep_alive_s",
     "stream",
     "trace",
+    "prompt_tokens",
+    "depth",
 ];
 
 /// Limits applied while parsing a job (from the config's `limits` section).
