@@ -5,9 +5,21 @@
 //! - [`config`] — one configuration (a point of the plan's axes), its stable hash, and a
 //!   stored run (the protocol's result JSON or its error, keyed by configuration and repetition)
 //! - [`db`] — the study database (SQLite): plan and sha256, boards' status at start, runs
+//! - [`plan`] — the TOML plan: parsing and validation (every error names key and value)
+//! - [`expand`] — the plan's configurations: axes' product, includes, excludes
+//! - [`schedule`] — adaptive repetitions (Student-t CI) and the run order
+//! - [`job`] — one run as a protocol job: deterministic id, payload, result figures
+//! - [`run`] — `study run`: boards in parallel, one run at a time each, resumable
+//! - [`local`] — this machine as a board (`--local`: the engine in-process)
 
 pub mod config;
 pub mod db;
+pub mod expand;
+pub mod job;
+pub mod local;
+pub mod plan;
+pub mod run;
+pub mod schedule;
 
 pub use config::{ConfigHash, Configuration, StoredRun};
 pub use db::{RunCounts, StudyDb, StudyDbError};
