@@ -15,6 +15,7 @@ pub mod generate_traced;
 pub mod info;
 pub mod models;
 pub mod report;
+pub mod result_table;
 pub mod sensors;
 pub mod submit;
 pub mod trace;

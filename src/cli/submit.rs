@@ -1,35 +1,30 @@
 //! `edgewatt submit`: send jobs to a daemon (or a fleet) and wait for their results.
 //!
-//! Every job is published with an MQTT v5 Response Topic (`PREFIX/reply/<uuid>`, ours
-//! alone) and Correlation Data (the job id), so the result comes back to this process
-//! whichever board ran it. States come from `PREFIX/+/job/ID/status` and streamed text
-//! from `PREFIX/+/job/ID/tokens`.
+//! The protocol side (connecting, board statuses, publishing with a Response Topic,
+//! following a job to its result) is [`crate::jobs::client`], shared with
+//! `edgewatt study run`; this file holds the flags, the job files, the window of jobs
+//! in flight, and what is printed.
 //!
-//! Fleets (docs/protocol.md, "Fleets"): Mosquitto 2.0 hands shared-subscription
-//! messages out round-robin, blind to load, and keeps a dead member's share queued
-//! until its session expires. So without `--device`, `submit` reads the boards'
-//! retained statuses and sends each job straight to the online board with the fewest
-//! jobs (its queue + running + ours in flight); only with `--shared`, or when no board
-//! has published a status, does it use the shared fleet queue `PREFIX/jobs`.
+//! Without `--device`, `submit` reads the boards' retained statuses and sends each job
+//! straight to the online board with the fewest jobs ([`pick_board`]); only with
+//! `--shared`, or when no board has published a status, does it use the shared fleet
+//! queue `PREFIX/jobs`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, VecDeque};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use bytes::Bytes;
-use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use serde_json::{json, Map, Value};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::jobs::mqtt::{
-    self, BrokerUrl, OutMessage, SessionEvent, SessionHandle, SessionOptions, TlsFiles,
-};
-use crate::jobs::protocol::{validate_id, DeviceStatus, JobState, StatusMsg, TokenMsg};
+use crate::jobs::client::{pick_board, Client, ClientOptions, JobEvent};
+use crate::jobs::mqtt::{BrokerUrl, TlsFiles};
+use crate::jobs::protocol::JobState;
+
+pub use super::result_table::result_table;
+pub use crate::jobs::client::Outcome;
 
 /// Options for `edgewatt submit`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -120,17 +115,6 @@ pub struct SubmitArgs {
     /// Client key (PEM); default: mqtt.tls_key.
     #[arg(long, value_name = "PATH")]
     pub tls_key: Option<PathBuf>,
-}
-
-/// One job's outcome.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// Job id.
-    pub id: String,
-    /// Final state; `None` on timeout.
-    pub state: Option<JobState>,
-    /// The result object (or a timeout stand-in).
-    pub result: Value,
 }
 
 /// Runs `edgewatt submit`. Fails (non-zero exit) when any job does not succeed.
@@ -257,36 +241,36 @@ fn read_jobs_file(path: &PathBuf, args: &SubmitArgs) -> anyhow::Result<Vec<Map<S
     Ok(jobs)
 }
 
-fn session_options(args: &SubmitArgs, cfg: &Config) -> anyhow::Result<SessionOptions> {
+/// The client options from the flags, falling back to the configuration's `[mqtt]`.
+fn client_options(args: &SubmitArgs, cfg: &Config, tokens: bool) -> anyhow::Result<ClientOptions> {
     let url = BrokerUrl::parse(args.broker.as_deref().unwrap_or(&cfg.mqtt.url))?;
-    let client_id = format!("edgewatt-submit-{}", uuid::Uuid::new_v4().simple());
-    let mut o = SessionOptions::new(url, client_id);
-    o.clean_start = true;
-    o.session_expiry_s = 0;
-    o.manual_acks = false;
-    o.receive_maximum = 1024;
-    o.backoff_min = Duration::from_millis(200);
-    o.backoff_max = Duration::from_secs(5);
-    o.max_packet_bytes = 64 * 1024 * 1024;
-    o.tls = TlsFiles {
-        ca_file: args.tls_ca.clone().or_else(|| cfg.mqtt.tls_ca.clone()),
-        cert_file: args.tls_cert.clone().or_else(|| cfg.mqtt.tls_cert.clone()),
-        key_file: args.tls_key.clone().or_else(|| cfg.mqtt.tls_key.clone()),
-    };
     let username = args.username.clone().or_else(|| cfg.mqtt.username.clone());
-    if let Some(u) = username {
-        let password = match &args.password_file {
-            Some(p) => std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read the password file '{}'", p.display()))?
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_string(),
-            None => cfg.mqtt.resolve_password()?.unwrap_or_default(),
-        };
-        o.credentials = Some((u, password));
-    }
-    Ok(o)
+    let credentials = match username {
+        Some(u) => {
+            let password = match &args.password_file {
+                Some(p) => ClientOptions::password_from_file(p)?,
+                None => cfg.mqtt.resolve_password()?.unwrap_or_default(),
+            };
+            Some((u, password))
+        }
+        None => None,
+    };
+    Ok(ClientOptions {
+        url,
+        prefix: args
+            .prefix
+            .clone()
+            .unwrap_or_else(|| cfg.mqtt.prefix.clone()),
+        credentials,
+        tls: TlsFiles {
+            ca_file: args.tls_ca.clone().or_else(|| cfg.mqtt.tls_ca.clone()),
+            cert_file: args.tls_cert.clone().or_else(|| cfg.mqtt.tls_cert.clone()),
+            key_file: args.tls_key.clone().or_else(|| cfg.mqtt.tls_key.clone()),
+        },
+        tokens,
+        board_statuses: args.device.is_none() && !args.shared,
+        connect_timeout: Duration::from_secs(15),
+    })
 }
 
 /// A job waiting for its result.
@@ -303,82 +287,27 @@ pub async fn submit(
     cfg: &Config,
     jobs: Vec<Map<String, Value>>,
 ) -> anyhow::Result<Vec<Outcome>> {
-    let prefix = args
-        .prefix
-        .clone()
-        .unwrap_or_else(|| cfg.mqtt.prefix.clone());
-    let mut opts = session_options(args, cfg)?;
-    let reply_topic = format!("{prefix}/reply/{}", uuid::Uuid::new_v4().simple());
     let single = jobs.len() == 1;
-    let fleet = args.device.is_none() && !args.shared;
-    let mut subs = vec![reply_topic.clone(), format!("{prefix}/+/job/+/status")];
-    if single && !args.no_stream && !args.json {
-        subs.push(format!("{prefix}/+/job/+/tokens"));
-    }
-    if fleet {
-        subs.push(format!("{prefix}/+/status"));
-    }
-    opts.subscriptions = subs;
-
-    let cancel = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let (session, mut events) = mqtt::start(opts, cancel.clone(), &tracker)?;
-    let result = drive(
-        args,
-        &prefix,
-        &reply_topic,
-        fleet,
-        jobs,
-        &session,
-        &mut events,
-    )
-    .await;
-    let _ = session.disconnect().await;
-    drop(session);
-    tracker.close();
-    let _ = tokio::time::timeout(Duration::from_secs(3), tracker.wait()).await;
-    cancel.cancel();
+    let opts = client_options(args, cfg, single && !args.no_stream && !args.json)?;
+    let mut client = Client::connect(&opts).await?;
+    let result = drive(args, jobs, &mut client).await;
+    client.close().await;
     result
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn drive(
     args: &SubmitArgs,
-    prefix: &str,
-    reply_topic: &str,
-    fleet: bool,
     jobs: Vec<Map<String, Value>>,
-    session: &SessionHandle,
-    events: &mut mpsc::Receiver<SessionEvent>,
+    client: &mut Client,
 ) -> anyhow::Result<Vec<Outcome>> {
     let single = jobs.len() == 1;
+    let fleet = args.device.is_none() && !args.shared;
     let timeout = Duration::from_secs(args.timeout_s.max(1));
-    let connect_deadline = Instant::now() + Duration::from_secs(15);
-
-    // Wait for the SUBACK: statuses published before it would be missed.
-    loop {
-        let ev = tokio::time::timeout_at(connect_deadline.into(), events.recv())
-            .await
-            .map_err(|_| anyhow::anyhow!("cannot reach the broker within 15 s"))?;
-        match ev {
-            Some(SessionEvent::Subscribed) => break,
-            Some(SessionEvent::Disconnected { reason }) => tracing::warn!("broker: {reason}"),
-            Some(_) => {}
-            None => bail!("the MQTT session ended"),
-        }
-    }
+    let prefix = client.prefix().to_string();
 
     // Retained board statuses (fleet mode): give them a moment to arrive.
-    let mut boards: BTreeMap<String, DeviceStatus> = BTreeMap::new();
     if fleet {
-        let until = Instant::now() + Duration::from_millis(700);
-        while let Ok(Some(ev)) = tokio::time::timeout_at(until.into(), events.recv()).await {
-            if let SessionEvent::Message(p) = ev {
-                if let Ok(s) = serde_json::from_slice::<DeviceStatus>(&p.payload) {
-                    boards.insert(s.device.clone(), s);
-                }
-            }
-        }
+        let boards = client.read_statuses(Duration::from_millis(700)).await;
         if !boards.values().any(|b| b.state == "online") {
             eprintln!("no board has announced itself online under '{prefix}/+/status'; using the shared queue '{prefix}/jobs'");
         }
@@ -411,10 +340,9 @@ async fn drive(
         _ => None,
     };
 
-    let mut todo: std::collections::VecDeque<Map<String, Value>> = jobs.into();
+    let mut todo: VecDeque<Map<String, Value>> = jobs.into();
     let mut pending: HashMap<String, Pending> = HashMap::new();
     let mut done: Vec<Outcome> = Vec::new();
-    let mut seen: HashSet<String> = HashSet::new();
     let mut n = 0usize;
     let window = if single { 1 } else { args.concurrency.max(1) };
     let mut last_state_line = String::new();
@@ -426,15 +354,6 @@ async fn drive(
                 break;
             };
             n += 1;
-            let id = match job.get("id").and_then(Value::as_str) {
-                Some(id) => id.to_string(),
-                None => {
-                    let id = format!("{}", uuid::Uuid::new_v4().simple());
-                    job.insert("id".into(), json!(id));
-                    id
-                }
-            };
-            validate_id(&id).map_err(|e| anyhow::anyhow!("job #{n}: {e}"))?;
             if let Some(m) = &args.model {
                 job.entry("model").or_insert(json!(m));
             }
@@ -444,30 +363,18 @@ async fn drive(
             let device = if let Some(d) = &args.device {
                 Some(d.clone())
             } else if fleet {
-                pick_board(&boards, &pending)
+                let mut in_flight: HashMap<String, usize> = HashMap::new();
+                for d in pending.values().filter_map(|p| p.device.clone()) {
+                    *in_flight.entry(d).or_default() += 1;
+                }
+                pick_board(client.boards(), &in_flight)
             } else {
                 None
             };
-            let topic = match &device {
-                Some(d) => format!("{prefix}/{d}/jobs"),
-                None => format!("{prefix}/jobs"),
-            };
-            let payload = serde_json::to_vec(&Value::Object(job))?;
-            let msg = OutMessage {
-                topic,
-                payload: Bytes::from(payload),
-                qos: rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-                retain: false,
-                properties: Some(PublishProperties {
-                    response_topic: Some(reply_topic.to_string()),
-                    correlation_data: Some(Bytes::from(id.clone().into_bytes())),
-                    content_type: Some("application/json".into()),
-                    payload_format_indicator: Some(1),
-                    ..PublishProperties::default()
-                }),
-                confirm: None,
-            };
-            session.publish(msg).await?;
+            let id = client
+                .publish_job(device.as_deref(), job)
+                .await
+                .map_err(|e| anyhow::anyhow!("job #{n}: {e}"))?;
             pending.insert(
                 id,
                 Pending {
@@ -486,10 +393,9 @@ async fn drive(
             .map(|p| p.sent + timeout)
             .min()
             .unwrap_or_else(Instant::now);
-        let ev = tokio::time::timeout_at(next_deadline.into(), events.recv()).await;
         let mut finished: Vec<Outcome> = Vec::new();
-        match ev {
-            Err(_) => {
+        match client.next_event(next_deadline).await? {
+            None => {
                 let now = Instant::now();
                 let expired: Vec<String> = pending
                     .iter()
@@ -497,80 +403,46 @@ async fn drive(
                     .map(|(id, _)| id.clone())
                     .collect();
                 for id in expired {
-                    let p = pending.remove(&id);
-                    finished.push(Outcome {
-                        result: json!({
-                            "id": id,
-                            "device": p.and_then(|p| p.device),
-                            "state": "timeout",
-                            "error": {"code": "timeout", "message": format!("no result within {} s", timeout.as_secs())},
-                        }),
-                        id,
-                        state: None,
-                    });
+                    let device = pending.remove(&id).and_then(|p| p.device);
+                    finished.push(Outcome::timed_out(id, device, timeout));
                 }
             }
-            Ok(None) => bail!("the MQTT session ended"),
-            Ok(Some(SessionEvent::Message(p))) => {
-                let topic = String::from_utf8_lossy(&p.topic).into_owned();
-                if topic == reply_topic {
-                    if let Ok(result) = serde_json::from_slice::<Value>(&p.payload) {
-                        let id = p
-                            .properties
-                            .as_ref()
-                            .and_then(|pr| pr.correlation_data.as_ref())
-                            .map(|c| String::from_utf8_lossy(c).into_owned())
-                            .or_else(|| {
-                                result.get("id").and_then(Value::as_str).map(str::to_string)
-                            });
-                        if let Some(id) = id {
-                            // At-least-once: a result may come twice; count it once.
-                            if pending.remove(&id).is_some() && seen.insert(id.clone()) {
-                                let state = result
-                                    .get("state")
-                                    .and_then(Value::as_str)
-                                    .and_then(JobState::parse);
-                                finished.push(Outcome { id, state, result });
-                            }
-                        }
-                    }
-                } else if topic.ends_with("/status") && topic.contains("/job/") {
-                    if let Ok(s) = serde_json::from_slice::<StatusMsg>(&p.payload) {
-                        if single && pending.contains_key(&s.id) && !args.json {
-                            let line = match (&s.phase, &s.error) {
-                                (_, Some(e)) => format!(
-                                    "[{} on {}: {} ({})]",
-                                    s.state.as_str(),
-                                    s.device,
-                                    e.message,
-                                    e.code
-                                ),
-                                (Some(ph), None) => {
-                                    format!("[{} on {}: {ph}]", s.state.as_str(), s.device)
-                                }
-                                (None, None) => format!("[{} on {}]", s.state.as_str(), s.device),
-                            };
-                            if line != last_state_line {
-                                eprintln!("{line}");
-                                last_state_line = line;
-                            }
-                        }
-                    }
-                } else if topic.ends_with("/tokens") {
-                    if let Ok(t) = serde_json::from_slice::<TokenMsg>(&p.payload) {
-                        if single && pending.contains_key(&t.id) {
-                            print!("{}", t.text);
-                            let _ = std::io::stdout().flush();
-                        }
-                    }
-                } else if let Ok(s) = serde_json::from_slice::<DeviceStatus>(&p.payload) {
-                    boards.insert(s.device.clone(), s);
+            Some(JobEvent::Result(o)) => {
+                if pending.remove(&o.id).is_some() {
+                    finished.push(o);
                 }
             }
-            Ok(Some(SessionEvent::Disconnected { reason })) => {
+            Some(JobEvent::Status(s)) => {
+                if single && pending.contains_key(&s.id) && !args.json {
+                    let line = match (&s.phase, &s.error) {
+                        (_, Some(e)) => format!(
+                            "[{} on {}: {} ({})]",
+                            s.state.as_str(),
+                            s.device,
+                            e.message,
+                            e.code
+                        ),
+                        (Some(ph), None) => {
+                            format!("[{} on {}: {ph}]", s.state.as_str(), s.device)
+                        }
+                        (None, None) => format!("[{} on {}]", s.state.as_str(), s.device),
+                    };
+                    if line != last_state_line {
+                        eprintln!("{line}");
+                        last_state_line = line;
+                    }
+                }
+            }
+            Some(JobEvent::Tokens(t)) => {
+                if single && pending.contains_key(&t.id) {
+                    print!("{}", t.text);
+                    let _ = std::io::stdout().flush();
+                }
+            }
+            Some(JobEvent::Disconnected(reason)) => {
                 tracing::warn!("lost the broker ({reason}); reconnecting");
             }
-            Ok(Some(_)) => {}
+            Some(JobEvent::Board(_)) => {}
         }
         for o in finished {
             if single && !args.json && o.result.get("text").is_some() && !last_state_line.is_empty()
@@ -602,137 +474,6 @@ async fn drive(
     Ok(done)
 }
 
-/// The online board with the fewest jobs (its queue, its running job, and what we
-/// have in flight to it); `None` (shared queue) when no board is online.
-fn pick_board(
-    boards: &BTreeMap<String, DeviceStatus>,
-    pending: &HashMap<String, Pending>,
-) -> Option<String> {
-    boards
-        .values()
-        .filter(|b| b.state == "online")
-        .min_by_key(|b| {
-            let ours = pending
-                .values()
-                .filter(|p| p.device.as_deref() == Some(&b.device))
-                .count();
-            // The board's own count already includes some of ours; take the larger.
-            let theirs = b.queue_length + usize::from(b.running.is_some());
-            theirs.max(ours)
-        })
-        .map(|b| b.device.clone())
-}
-
-fn num(v: &Value, path: &[&str]) -> Option<f64> {
-    let mut cur = v;
-    for p in path {
-        cur = cur.get(p)?;
-    }
-    cur.as_f64()
-}
-
-/// The human-readable result: a speed table and an energy table.
-pub fn result_table(r: &Value) -> String {
-    let mut s = String::new();
-    let id = r.get("id").and_then(Value::as_str).unwrap_or("?");
-    let dev = r.get("device").and_then(Value::as_str).unwrap_or("?");
-    let state = r.get("state").and_then(Value::as_str).unwrap_or("?");
-    s.push_str(&format!("job {id} on {dev}: {state}"));
-    if let Some(e) = r.get("error") {
-        s.push_str(&format!(
-            " — {} ({})",
-            e.get("message").and_then(Value::as_str).unwrap_or(""),
-            e.get("code").and_then(Value::as_str).unwrap_or("")
-        ));
-    }
-    s.push('\n');
-    if r.get("timings").is_none() {
-        return s;
-    }
-    let model = r
-        .get("model")
-        .and_then(|m| m.get("name"))
-        .and_then(Value::as_str)
-        .unwrap_or("?");
-    let quant = r
-        .get("model")
-        .and_then(|m| m.get("quant"))
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let fr = r.get("finish_reason").and_then(Value::as_str).unwrap_or("");
-    let pt = num(r, &["tokens", "prompt"]).unwrap_or(0.0);
-    let gt = num(r, &["tokens", "generated"]).unwrap_or(0.0);
-    let t = |k: &str| num(r, &["timings", k]).unwrap_or(0.0);
-    s.push_str(&format!(
-        "model {model} {quant}, finish {fr}, {pt:.0} prompt + {gt:.0} generated tokens\n"
-    ));
-    s.push_str("  phase        ms      tok/s\n");
-    s.push_str(&format!("  queue  {:>9.1}\n", t("queue_ms")));
-    s.push_str(&format!("  load   {:>9.1}\n", t("load_ms")));
-    s.push_str(&format!(
-        "  prefill{:>9.1}  {:>9.1}\n",
-        t("prefill_ms"),
-        t("prefill_tps")
-    ));
-    s.push_str(&format!("  ttft   {:>9.1}\n", t("ttft_ms")));
-    s.push_str(&format!(
-        "  decode {:>9.1}  {:>9.1}\n",
-        t("decode_ms"),
-        t("decode_tps")
-    ));
-    s.push_str(&format!("  total  {:>9.1}\n", t("total_ms")));
-    s.push_str(&format!(
-        "  token latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}\n",
-        num(r, &["timings", "token_latency_ms", "p50"]).unwrap_or(0.0),
-        num(r, &["timings", "token_latency_ms", "p90"]).unwrap_or(0.0),
-        num(r, &["timings", "token_latency_ms", "p99"]).unwrap_or(0.0),
-        num(r, &["timings", "token_latency_ms", "max"]).unwrap_or(0.0),
-    ));
-    let Some(e) = r.get("energy").filter(|e| !e.is_null()) else {
-        s.push_str("energy: not measured (no power sensors configured on the board)\n");
-        return s;
-    };
-    let sim = e.get("simulated").and_then(Value::as_bool).unwrap_or(false);
-    let defs = e.get("definitions").and_then(Value::as_str).unwrap_or("?");
-    s.push_str(&format!(
-        "energy ({}definitions {defs}, {:.0} Hz, {} samples, {} gaps):\n",
-        if sim { "SIMULATED sensor, " } else { "" },
-        num(e, &["sample_rate_hz"]).unwrap_or(0.0),
-        num(e, &["samples"]).unwrap_or(0.0),
-        num(e, &["gaps"]).unwrap_or(0.0),
-    ));
-    s.push_str("  rail              idle W   avg W  peak W   load J prefill J decode J  total J\n");
-    let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.3}"));
-    for rail in e
-        .get("rails")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let name = rail.get("name").and_then(Value::as_str).unwrap_or("?");
-        let total = rail.get("total").and_then(Value::as_bool).unwrap_or(false);
-        s.push_str(&format!(
-            "  {:<16}{:>8}{:>8}{:>8}{:>9}{:>9}{:>9}{:>9}\n",
-            format!("{name}{}", if total { "*" } else { "" }),
-            f(num(rail, &["idle_w"])),
-            f(num(rail, &["avg_w"])),
-            f(num(rail, &["peak_w"])),
-            f(num(rail, &["energy_j", "load"])),
-            f(num(rail, &["energy_j", "prefill"])),
-            f(num(rail, &["energy_j", "decode"])),
-            f(num(rail, &["energy_j", "total"])),
-        ));
-    }
-    s.push_str(&format!(
-        "  J/token decode {}  e2e {}  tokens/J {}  (gross, on {}; * = board total)\n",
-        f(num(e, &["j_per_token", "decode"])),
-        f(num(e, &["j_per_token", "e2e"])),
-        f(num(e, &["tokens_per_j"])),
-        e.get("basis").and_then(Value::as_str).unwrap_or("?"),
-    ));
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -752,34 +493,5 @@ mod tests {
         assert_eq!(j["top_k"], 1);
         assert_eq!(j["id"], "x");
         assert!(job_from_flags(&SubmitArgs::default()).is_err());
-    }
-
-    #[test]
-    fn picks_the_least_loaded_online_board() {
-        let mk = |d: &str, state: &str, q: usize| DeviceStatus {
-            device: d.into(),
-            state: state.into(),
-            version: "0".into(),
-            at_unix_ns: 0,
-            models: vec![],
-            rails: vec![],
-            simulated: true,
-            queue_length: q,
-            running: None,
-        };
-        let mut boards = BTreeMap::new();
-        boards.insert("a".into(), mk("a", "online", 3));
-        boards.insert("b".into(), mk("b", "online", 1));
-        boards.insert("c".into(), mk("c", "offline", 0));
-        assert_eq!(pick_board(&boards, &HashMap::new()).as_deref(), Some("b"));
-        assert_eq!(pick_board(&BTreeMap::new(), &HashMap::new()), None);
-    }
-
-    #[test]
-    fn table_shows_error() {
-        let t = result_table(
-            &json!({"id":"a","device":"d","state":"rejected","error":{"code":"x","message":"m"}}),
-        );
-        assert!(t.contains("rejected") && t.contains("(x)"), "{t}");
     }
 }
