@@ -6,6 +6,7 @@
 //! - `sensors`  — probe sensors, live readings, bus scan  - `trace`   — export/plot a stored trace
 //! - `report`   — one row per stored job                  - `config`  — check the configuration
 //! - `daemon`   — the MQTT service                        - `submit`  — send jobs to a daemon
+//! - `study`    — plan and run a sweep across boards
 
 pub mod bench;
 pub mod config_cmd;
@@ -17,6 +18,7 @@ pub mod models;
 pub mod report;
 pub mod result_table;
 pub mod sensors;
+pub mod study;
 pub mod submit;
 pub mod trace;
 
@@ -72,6 +74,8 @@ pub enum Command {
     Daemon(daemon_cmd::DaemonArgs),
     /// Submit jobs to a daemon over MQTT and show their states, tokens and results.
     Submit(submit::SubmitArgs),
+    /// Studies: plan a sweep, run it across boards (resumable), report it (docs/study.md).
+    Study(study::StudyArgs),
 }
 
 /// How a failure maps to the process exit code.
@@ -152,6 +156,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Submit(args) => {
             let cfg = load_config(path)?;
             submit::run(&args, &cfg)
+        }
+        Command::Study(args) => {
+            let cfg = load_config(path)?;
+            study::run(args, &cfg)
         }
         Command::Bench(args) => {
             let cfg = load_config(path)?;

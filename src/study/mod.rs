@@ -11,6 +11,7 @@
 //! - [`job`] — one run as a protocol job: deterministic id, payload, result figures
 //! - [`run`] — `study run`: boards in parallel, one run at a time each, resumable
 //! - [`local`] — this machine as a board (`--local`: the engine in-process)
+//! - [`remote`] — a daemon over MQTT as a board (the shared job client)
 
 pub mod config;
 pub mod db;
@@ -18,6 +19,7 @@ pub mod expand;
 pub mod job;
 pub mod local;
 pub mod plan;
+pub mod remote;
 pub mod run;
 pub mod schedule;
 

@@ -102,8 +102,14 @@ pub enum RunError {
 
 /// Checks the configurations against the boards' reported status: a device the
 /// plan names but no board answers for, a model a board does not have, `threads`
-/// above its CPU count.
-pub fn check_boards(cfgs: &[Configuration], boards: &[(String, Value)]) -> Result<(), PlanError> {
+/// above its CPU count. A missing model is an error only when `strict_models` (the
+/// dry run); `study run` warns (`on_missing_model`) and stores those runs' errors.
+pub fn check_boards(
+    cfgs: &[Configuration],
+    boards: &[(String, Value)],
+    strict_models: bool,
+    on_missing_model: &mut dyn FnMut(&PlanError),
+) -> Result<(), PlanError> {
     for c in cfgs {
         let Some((_, status)) = boards.iter().find(|(d, _)| *d == c.device) else {
             let known: Vec<&str> = boards.iter().map(|(d, _)| d.as_str()).collect();
@@ -116,11 +122,15 @@ pub fn check_boards(cfgs: &[Configuration], boards: &[(String, Value)]) -> Resul
         if let Some(models) = status["models"].as_array() {
             if !models.iter().any(|m| m.as_str() == Some(c.model.as_str())) {
                 let have: Vec<&str> = models.iter().filter_map(Value::as_str).collect();
-                return Err(invalid(
+                let e = invalid(
                     "axes.model",
                     &c.model,
                     format!("a model board '{}' has: {}", c.device, have.join(", ")),
-                ));
+                );
+                if strict_models {
+                    return Err(e);
+                }
+                on_missing_model(&e);
             }
         }
         if let (Some(t), Some(cpus)) = (c.threads, status["cpus"].as_u64()) {
@@ -512,13 +522,20 @@ mod tests {
                 serde_json::json!({"models": ["m", "missing"], "cpus": cpus}),
             )
         };
-        assert!(check_boards(&cfgs, &[status("a", 4), status("b", 4)]).is_ok());
-        let e = check_boards(&cfgs, &[status("a", 4)]).unwrap_err();
+        let check = |boards: &[(String, Value)], strict| {
+            let mut warned = Vec::new();
+            let r = check_boards(&cfgs, boards, strict, &mut |e| warned.push(e.to_string()));
+            (r, warned)
+        };
+        assert!(check(&[status("a", 4), status("b", 4)], true).0.is_ok());
+        let e = check(&[status("a", 4)], true).0.unwrap_err();
         assert!(
             e.to_string().contains("axes.device") && e.to_string().contains("'b'"),
             "{e}"
         );
-        let e = check_boards(&cfgs, &[status("a", 1), status("b", 4)]).unwrap_err();
+        let e = check(&[status("a", 1), status("b", 4)], true)
+            .0
+            .unwrap_err();
         assert!(
             e.to_string().contains("axes.threads") && e.to_string().contains("'2'"),
             "{e}"
@@ -527,8 +544,14 @@ mod tests {
             "a".to_string(),
             serde_json::json!({"models": ["m"], "cpus": 4}),
         );
-        let e = check_boards(&cfgs, &[no_model, status("b", 4)]).unwrap_err();
+        let e = check(&[no_model.clone(), status("b", 4)], true)
+            .0
+            .unwrap_err();
         assert!(e.to_string().contains("'missing'"), "{e}");
+        // study run: a warning per configuration, and the runs go ahead.
+        let (r, warned) = check(&[no_model, status("b", 4)], false);
+        assert!(r.is_ok());
+        assert_eq!(warned.len(), 2, "{warned:?}");
     }
 
     #[test]
