@@ -33,7 +33,7 @@ fn models() -> Vec<&'static str> {
 }
 
 fn engine() -> Engine {
-    let mut cfg = EngineConfig::new(&model_dir());
+    let mut cfg = EngineConfig::new(model_dir());
     cfg.memory_budget_bytes = 2 << 30;
     Engine::start(cfg, CancellationToken::new()).expect("engine starts")
 }

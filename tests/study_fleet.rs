@@ -179,9 +179,9 @@ fn run_three_passes(
         }
     };
     let first = run_study(
-        &loaded2,
-        &cfgs2,
-        &db_path2,
+        loaded2,
+        cfgs2,
+        db_path2,
         &boards,
         RunOptions::default(),
         &stop,
@@ -195,9 +195,9 @@ fn run_three_passes(
     // Second pass: continues to the end.
     let cancel = CancellationToken::new();
     let second = run_study(
-        &loaded2,
-        &cfgs2,
-        &db_path2,
+        loaded2,
+        cfgs2,
+        db_path2,
         &boards,
         RunOptions::default(),
         &|_| {},
@@ -207,9 +207,9 @@ fn run_three_passes(
     assert!(second.runs > 0);
     // Third: nothing left.
     let third = run_study(
-        &loaded2,
-        &cfgs2,
-        &db_path2,
+        loaded2,
+        cfgs2,
+        db_path2,
         &boards,
         RunOptions::default(),
         &|_| {},

@@ -43,7 +43,7 @@ pub enum Event {
         runs_stored: u32,
     },
     /// One run finished and is stored.
-    Run(Finished),
+    Run(Box<Finished>),
     /// A board has nothing left to run.
     BoardDone { device: String, runs: u32 },
 }
@@ -344,7 +344,7 @@ fn run_board(
         if run.error.is_some() {
             summary.failed += 1;
         }
-        on_event(&Event::Run(Finished {
+        on_event(&Event::Run(Box::new(Finished {
             device: board.device().to_string(),
             config_hash: hash,
             configuration: c.clone(),
@@ -361,7 +361,7 @@ fn run_board(
             total_ms,
             wall_ms,
             remaining: remaining(state),
-        }));
+        })));
         Ok(())
     };
 
