@@ -90,3 +90,8 @@ clean-model:
 -include mk/cross.mk
 -include mk/package.mk
 -include mk/cuda.mk
+
+## study-demo: studies/example.toml on this machine (--local, simulated INA219), then its report
+.PHONY: study-demo
+study-demo: model build
+	@bash scripts/study-demo.sh "$(BIN)" studies/example.toml

@@ -7,6 +7,7 @@
 //! - `report`   — one row per stored job                  - `config`  — check the configuration
 //! - `daemon`   — the MQTT service                        - `submit`  — send jobs to a daemon
 //! - `quantize` — new quantizations of a model            - `quality` — perplexity / KL divergence
+//! - `study`    — plan and run a sweep across boards
 
 pub mod bench;
 pub mod config_cmd;
@@ -20,6 +21,7 @@ pub mod quantize;
 pub mod report;
 pub mod result_table;
 pub mod sensors;
+pub mod study;
 pub mod study_report;
 pub mod submit;
 pub mod trace;
@@ -80,6 +82,8 @@ pub enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Perplexity of a model on a text, or its KL divergence from a reference model.
     Quality(quality::QualityArgs),
+    /// Studies: plan a sweep, run it across boards (resumable), report it (docs/study.md).
+    Study(study::StudyArgs),
 }
 
 /// How a failure maps to the process exit code.
@@ -174,6 +178,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Quantize(args) => {
             let cfg = load_config(path)?;
             quantize::run(&args, &cfg.models.dir)
+        }
+        Command::Study(args) => {
+            let cfg = load_config(path)?;
+            study::run(args, &cfg)
         }
         Command::Bench(args) => {
             let cfg = load_config(path)?;

@@ -31,7 +31,7 @@ pub fn render_prompt(
 ) -> Result<(String, bool), EngineError> {
     match input {
         PromptInput::Prompt(p) => Ok((p.clone(), false)),
-        PromptInput::Tokens(_) => Ok((String::new(), false)),
+        PromptInput::Tokens(_) | PromptInput::PromptTokens(_) => Ok((String::new(), false)),
         PromptInput::Messages(msgs) => {
             let tmpl = model
                 .chat_template(None)
@@ -72,6 +72,11 @@ pub fn tokenize(
             });
         }
         return Ok(ids.iter().map(|&t| LlamaToken(t)).collect());
+    }
+    if let PromptInput::PromptTokens(n) = input {
+        // Counting only (the run draws them with the job's seed; the count is the same).
+        let none = || Ok(Vec::new());
+        return super::synthetic::context_tokens(model, Some(*n), none, 0, 0).map(|c| c.prompt);
     }
     let (text, parse_special) = render_prompt(model, model_name, input)?;
     let tokens = model.vocab().tokenize(text.as_bytes(), true, parse_special);
@@ -197,11 +202,44 @@ pub struct RepOutcome {
     pub end_ns: u64,
 }
 
-/// Runs one repetition (prefill + decode) on a fresh KV cache.
+/// Decodes `tokens` into a cleared context from position 0 without logits: the
+/// unmeasured `depth` block (before the repetition's start marker).
+fn fill_depth(
+    ctx: &mut LlamaContext<'_>,
+    tokens: &[LlamaToken],
+    n_batch: usize,
+    cancel: &CancellationToken,
+) -> Result<(), EngineError> {
+    let mut batch = LlamaBatch::new(n_batch.max(1), 1);
+    for (c, chunk) in tokens.chunks(n_batch.max(1)).enumerate() {
+        if cancel.is_cancelled() {
+            return Err(EngineError::Canceled);
+        }
+        batch.clear();
+        for (j, t) in chunk.iter().enumerate() {
+            let pos = c * n_batch + j;
+            batch
+                .add(*t, pos as i32, &[0], false)
+                .map_err(|e| EngineError::Decode {
+                    pos: pos as u32,
+                    reason: e.to_string(),
+                })?;
+        }
+        ctx.decode(&mut batch).map_err(|e| EngineError::Decode {
+            pos: (c * n_batch) as u32,
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+/// Runs one repetition (prefill + decode) on a fresh KV cache, after putting the
+/// unmeasured `depth` tokens into it.
 #[allow(clippy::too_many_arguments)]
 pub fn run_repetition(
     ctx: &mut LlamaContext<'_>,
     model: &LlamaModel,
+    depth: &[LlamaToken],
     tokens: &[LlamaToken],
     o: &GenerateOptions,
     seed: u32,
@@ -213,6 +251,8 @@ pub fn run_repetition(
     let n_ctx = ctx.n_ctx();
     let n_batch = ctx.n_batch().max(1) as usize;
     ctx.clear_kv_cache();
+    fill_depth(ctx, depth, n_batch, cancel)?;
+    let base = depth.len();
     let vocab = model.vocab();
     let mut smpl = sampler(model, o, seed);
 
@@ -239,7 +279,7 @@ pub fn run_repetition(
         for (j, t) in chunk.iter().enumerate() {
             let pos = c * n_batch + j;
             batch
-                .add(*t, pos as i32, &[0], pos == last)
+                .add(*t, (base + pos) as i32, &[0], pos == last)
                 .map_err(|e| EngineError::Decode {
                     pos: pos as u32,
                     reason: e.to_string(),
@@ -256,7 +296,7 @@ pub fn run_repetition(
     // Decode: sample from the last logits, emit, then feed the token back.
     let mut text = String::new();
     let mut utf8 = Utf8Assembler::default();
-    let mut n_past = tokens.len() as u32;
+    let mut n_past = (base + tokens.len()) as u32;
     let mut generated: u32 = 0;
     let mut token_times: Vec<u64> = Vec::with_capacity(o.max_tokens as usize);
     let mut logits_idx = batch.n_tokens() - 1;

@@ -13,6 +13,7 @@
 //! - [`events`]    — the observer interface (timestamped engine events)
 //! - [`metrics`]   — timings, percentiles, mean ± sd, the run report
 //! - [`request`]   — request and option types
+//! - [`synthetic`] — seeded synthetic tokens: `prompt_tokens` prompts, `depth` blocks
 //! - [`error`]     — typed engine errors with stable codes
 pub mod admission;
 pub mod cache;
@@ -27,6 +28,7 @@ pub mod offload;
 pub mod quantize;
 pub mod registry;
 pub mod request;
+pub mod synthetic;
 mod worker;
 
 pub use engine::{Engine, EngineConfig, TokenizedPrompt};

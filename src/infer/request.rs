@@ -21,6 +21,10 @@ pub enum PromptInput {
     Messages(Vec<ChatMessage>),
     /// Pre-tokenized input (benchmarks: llama-bench's pp test feeds token ids).
     Tokens(Vec<i32>),
+    /// A synthetic prompt of exactly this many tokens, drawn from the vocabulary with
+    /// the request's seed, BOS first when the model adds one (`prompt_tokens` job
+    /// field; llama-bench's `-p`; see `infer::synthetic`).
+    PromptTokens(u32),
 }
 
 /// Generation options. Defaults follow llama.cpp's, except `temperature`, which
@@ -60,6 +64,10 @@ pub struct GenerateOptions {
     pub warmup: u32,
     /// Keep generating through end-of-generation tokens (benchmarks, like llama.cpp's --ignore-eos).
     pub ignore_eos: bool,
+    /// Synthetic tokens put into the context before the prompt in every repetition,
+    /// unmeasured (llama-bench's `-d`): the measured prompt and generation then run
+    /// at that depth.
+    pub depth: u32,
 }
 
 impl Default for GenerateOptions {
@@ -81,6 +89,7 @@ impl Default for GenerateOptions {
             repeat: 1,
             warmup: 0,
             ignore_eos: false,
+            depth: 0,
         }
     }
 }

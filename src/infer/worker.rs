@@ -29,6 +29,7 @@ use super::metrics::{
 use super::offload::{self, GpuDevice, OffloadReport};
 use super::registry;
 use super::request::{GenerateRequest, PromptInput};
+use super::synthetic::{self, ContextTokens};
 use crate::clock::{monotonic_ns, unix_ns};
 
 mod quality;
@@ -457,10 +458,18 @@ impl Worker {
         let seed = o.seed.unwrap_or_else(rand::random);
         o.seed = Some(seed);
 
-        let tokens = generate::tokenize(model, &m.name, &req.input)?;
-        if tokens.len() as u32 >= o.n_ctx {
+        let prompt_tokens = match req.input {
+            PromptInput::PromptTokens(n) => Some(n),
+            _ => None,
+        };
+        let tokenized = || generate::tokenize(model, &m.name, &req.input);
+        let ContextTokens {
+            depth,
+            prompt: tokens,
+        } = synthetic::context_tokens(model, prompt_tokens, tokenized, o.depth, seed)?;
+        if (depth.len() + tokens.len()) as u32 >= o.n_ctx {
             return Err(EngineError::ContextOverflow {
-                prompt_tokens: tokens.len() as u32,
+                prompt_tokens: (depth.len() + tokens.len()) as u32,
                 n_ctx: o.n_ctx,
                 trained_ctx: model.n_ctx_train(),
             });
@@ -484,7 +493,7 @@ impl Worker {
             // Warm-up repetitions still emit events (flagged), but are not measured.
             let warmup = i < o.warmup;
             let out = run_repetition(
-                &mut ctx, model, &tokens, &o, seed, i, warmup, observer, cancel,
+                &mut ctx, model, &depth, &tokens, &o, seed, i, warmup, observer, cancel,
             )?;
             end_ns = out.end_ns;
             let canceled = out.report.finish_reason == Some(FinishReason::Canceled);

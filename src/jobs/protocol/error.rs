@@ -61,6 +61,8 @@ pub enum JobError {
     },
     #[error("invalid text name '{name}': {reason}")]
     InvalidTextName { name: String, reason: &'static str },
+    #[error("fields 'prompt_tokens' and '{other}' are both present; a synthetic prompt replaces the prompt, send one of them")]
+    PromptTokensExclusive { other: &'static str },
 }
 
 impl JobError {
@@ -85,6 +87,7 @@ impl JobError {
             JobError::DuplicateId { .. } => "duplicate_id",
             JobError::FieldNotForKind { .. } => "field_not_for_kind",
             JobError::InvalidTextName { .. } => "invalid_text_name",
+            JobError::PromptTokensExclusive { .. } => "prompt_tokens_exclusive",
         }
     }
 

@@ -170,8 +170,17 @@ pub(super) fn parse_fields(
         return Ok(job);
     }
 
-    // prompt / messages
+    // prompt / messages (or the synthetic `prompt_tokens`, checked below with n_ctx)
+    let synthetic = get_u32(map, "prompt_tokens")?;
+    if synthetic.is_some() {
+        for other in ["prompt", "messages"] {
+            if map.get(other).is_some_and(|v| !v.is_null()) {
+                return Err(JobError::PromptTokensExclusive { other });
+            }
+        }
+    }
     let input = match (map.get("prompt"), map.get("messages")) {
+        _ if synthetic.is_some() => PromptInput::PromptTokens(0),
         (Some(p), Some(m)) if !p.is_null() && !m.is_null() => {
             return Err(JobError::BothPromptAndMessages)
         }
@@ -217,6 +226,18 @@ pub(super) fn parse_fields(
             format!("1..={ctx_cap} (n_ctx)"),
         ));
     }
+    if let Some(v) = get_u32(map, "depth")? {
+        o.depth = in_range_u32("depth", v, 0, ctx_cap - 1)?;
+    }
+    let input = match synthetic {
+        Some(n) => PromptInput::PromptTokens(in_range_u32(
+            "prompt_tokens",
+            n,
+            1,
+            ctx_cap.saturating_sub(o.depth + 1).max(1),
+        )?),
+        None => input,
+    };
     if let Some(v) = get_f32(map, "temperature")? {
         o.temperature = in_range_f32("temperature", v, 0.0, 5.0, false)?;
     }

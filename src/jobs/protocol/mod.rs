@@ -74,6 +74,8 @@ pub const JOB_FIELDS: &[&str] = &[
     "text",
     "max_chunks",
     "reference",
+    "prompt_tokens",
+    "depth",
 ];
 
 /// Limits applied while parsing a job (from the config's `limits` section).

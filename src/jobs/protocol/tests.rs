@@ -113,6 +113,39 @@ fn each_bad_input_has_its_code_and_names_the_field() {
 }
 
 #[test]
+fn prompt_tokens_and_depth_parse_and_are_checked() {
+    let j = parse(r#"{"id":"a","model":"m","prompt_tokens":32,"depth":64,"n_ctx":256}"#).unwrap();
+    assert_eq!(j.request.input, PromptInput::PromptTokens(32));
+    assert_eq!(j.request.options.depth, 64);
+    let e = parse(r#"{"id":"a","model":"m","prompt_tokens":8,"prompt":"x"}"#).unwrap_err();
+    assert_eq!(e.error.code(), "prompt_tokens_exclusive");
+    assert!(e.error.to_string().contains("'prompt'"), "{}", e.error);
+    let m =
+        r#"{"id":"a","model":"m","prompt_tokens":8,"messages":[{"role":"user","content":"x"}]}"#;
+    assert_eq!(code(m), "prompt_tokens_exclusive");
+    assert_eq!(
+        code(r#"{"id":"a","model":"m","prompt_tokens":0}"#),
+        "out_of_range"
+    );
+    let e =
+        parse(r#"{"id":"a","model":"m","prompt_tokens":200,"depth":100,"n_ctx":256}"#).unwrap_err();
+    assert_eq!(e.error.code(), "out_of_range");
+    assert!(
+        e.error.to_string().contains("'prompt_tokens'"),
+        "{}",
+        e.error
+    );
+    assert_eq!(
+        code(r#"{"id":"a","model":"m","prompt":"x","depth":256,"n_ctx":256}"#),
+        "out_of_range"
+    );
+    assert_eq!(
+        code(r#"{"id":"a","model":"m","prompt_tokens":"8"}"#),
+        "wrong_type"
+    );
+}
+
+#[test]
 fn depth_scan_ignores_brackets_in_strings() {
     let s = format!(r#"{{"id":"a","model":"m","prompt":"{}"}}"#, "[".repeat(200));
     assert!(parse(&s).is_ok());
