@@ -133,18 +133,19 @@ mod tests {
 
     #[test]
     fn precise_sleep_lands_near_the_deadline() {
-        let mut total_late: i64 = 0;
-        for _ in 0..50 {
-            let d = monotonic_ns() + 300_000;
-            precise_sleep_until_ns(d);
-            total_late += monotonic_ns() as i64 - d as i64;
-        }
-        // Mean error well under the uncompensated ~50 µs (loose: shared CI machines).
-        assert!(
-            total_late / 50 < 150_000,
-            "mean lateness {} ns",
-            total_late / 50
-        );
+        let mut late_ns: Vec<i64> = (0..50)
+            .map(|_| {
+                let d = monotonic_ns() + 300_000;
+                precise_sleep_until_ns(d);
+                monotonic_ns() as i64 - d as i64
+            })
+            .collect();
+        late_ns.sort_unstable();
+        // The median, not the mean: on a loaded 2-core CI machine a few sleeps are
+        // preempted for milliseconds (other test threads), which says nothing about the
+        // compensation. Median well under the uncompensated ~50 µs (loose: shared machines).
+        let median = late_ns[late_ns.len() / 2];
+        assert!(median < 150_000, "median lateness {median} ns");
     }
 
     #[test]
