@@ -58,8 +58,17 @@ fn ina219_sim_reads_load_through_driver_with_register_cross_check() {
     assert_eq!(r.power_register_uw, 2047 * 20 * 61_036 / 1000);
     assert!((r.power_register_uw - r.power_uw).abs() < 2 * 20 * 61_036 / 1000);
     assert!(!r.overflow);
-    // CNVR was cleared by the power read: no duplicate right after.
-    assert_eq!(drv.read_if_ready().expect("read"), None);
+    // CNVR was cleared by the power read: no duplicate right after. A thread preempted
+    // for a conversion period (a loaded CI box) may see the next conversion, so the
+    // check is repeated: a driver that never clears CNVR answers on every attempt.
+    let cleared = (0..5).any(|_| {
+        fresh(&mut drv);
+        drv.read_if_ready().expect("read").is_none()
+    });
+    assert!(
+        cleared,
+        "CNVR still set right after the power read, 5 times out of 5"
+    );
 }
 
 #[test]

@@ -17,10 +17,15 @@ fn packaged_file_loads_with_service_paths() {
     let c = load_from(Some(&packaged()), &[]).unwrap();
     assert_eq!(c.models.dir, PathBuf::from("/var/lib/edgewatt/models"));
     assert_eq!(c.store.path, PathBuf::from("/var/lib/edgewatt/edgewatt.db"));
+    assert_eq!(
+        c.quality.texts_dir,
+        PathBuf::from("/var/lib/edgewatt/texts")
+    );
     // Everything else is the built-in default.
     let mut d = Config::default();
     d.models.dir = c.models.dir.clone();
     d.store.path = c.store.path.clone();
+    d.quality.texts_dir = c.quality.texts_dir.clone();
     assert_eq!(c, d);
 }
 

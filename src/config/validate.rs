@@ -226,6 +226,13 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     range("inference.batch", g.batch, 1, 65_536)?;
     range("inference.repeat", g.repeat, 1, 1000)?;
     range("inference.warmup", g.warmup, 0, 100)?;
+    // depth + max_tokens must leave room for a prompt in n_ctx (jobs check the same).
+    let depth_hi = if g.n_ctx == 0 {
+        1 << 20
+    } else {
+        g.n_ctx.saturating_sub(g.max_tokens.saturating_add(1))
+    };
+    range("inference.depth", g.depth, 0, depth_hi)?;
     if let Some(i) = g.stop.iter().position(String::is_empty) {
         return Err(invalid(
             &format!("inference.stop[{i}]"),
