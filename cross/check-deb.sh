@@ -25,6 +25,8 @@ expected=$(sort <<'LIST'
 -rw-r--r-- ./usr/share/doc/edgewatt/service.md
 -rw-r--r-- ./usr/share/doc/edgewatt/config.md
 -rw-r--r-- ./usr/share/doc/edgewatt/examples/jetson-video.conf
+-rw-r--r-- ./usr/lib/tmpfiles.d/edgewatt-rapl.conf
+-rw-r--r-- ./usr/share/doc/edgewatt/examples/pi5-pmic.conf
 LIST
 )
 missing=$(printf '%s\n' "$expected" | while read -r line; do
