@@ -141,6 +141,64 @@ async fn daemon_and_submit_binaries_end_to_end() {
     assert_eq!(rs.len(), 6);
     assert!(rs.iter().all(|r| r["state"] == "succeeded"));
 
+    // A quality job and a synthetic prompt from the flags alone (no --prompt).
+    let out = submit(
+        &sub_path,
+        &[
+            "--model",
+            MODEL,
+            "--kind",
+            "perplexity",
+            "--text",
+            "licenses",
+            "--n-ctx",
+            "128",
+            "--max-chunks",
+            "1",
+            "--json",
+            "--device",
+            dev,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["state"], "succeeded");
+    assert_eq!(r["quality"]["kind"], "perplexity");
+    assert_eq!(r["quality"]["chunks"], 1);
+    assert!(
+        r["quality"]["ppl"].as_f64().unwrap() > 1.0,
+        "{}",
+        r["quality"]
+    );
+    let out = submit(
+        &sub_path,
+        &[
+            "--model",
+            MODEL,
+            "--prompt-tokens",
+            "16",
+            "-n",
+            "4",
+            "--extra",
+            r#"{"ignore_eos": true}"#,
+            "--json",
+            "--device",
+            dev,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["tokens"]["prompt"], 16);
+    assert_eq!(r["tokens"]["generated"], 4);
+
     // SIGTERM: graceful drain, exit 0, `offline` retained.
     unsafe {
         libc::kill(daemon.id() as i32, libc::SIGTERM);

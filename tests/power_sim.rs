@@ -240,11 +240,18 @@ fn register_read_takes_wire_time() {
         Default::default(),
     )
     .expect("settings");
-    let t0 = monotonic_ns();
-    for _ in 0..10 {
-        let _ = drv.read_if_ready();
-    }
-    let per_read = (monotonic_ns() - t0) / 10;
+    // The fastest of five batches: a batch preempted by other work on a loaded machine
+    // says nothing about the simulated wire time.
+    let per_read = (0..5)
+        .map(|_| {
+            let t0 = monotonic_ns();
+            for _ in 0..10 {
+                let _ = drv.read_if_ready();
+            }
+            (monotonic_ns() - t0) / 10
+        })
+        .min()
+        .unwrap_or(0);
     // 48 bits at 400 kHz = 120 µs (compensated sleeps land within a few µs of it).
     assert!(
         (110_000..400_000).contains(&per_read),

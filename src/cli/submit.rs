@@ -115,6 +115,24 @@ pub struct SubmitArgs {
     /// Client key (PEM); default: mqtt.tls_key.
     #[arg(long, value_name = "PATH")]
     pub tls_key: Option<PathBuf>,
+    /// Job kind: generate (default), perplexity or kld (docs/quality.md).
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Quality jobs: the text to score (a name in the board's texts_dir, or `licenses`).
+    #[arg(long)]
+    pub text: Option<String>,
+    /// Quality jobs: score at most this many chunks.
+    #[arg(long)]
+    pub max_chunks: Option<u32>,
+    /// `kld` jobs: the reference model.
+    #[arg(long)]
+    pub reference: Option<String>,
+    /// A synthetic prompt of exactly N tokens instead of --prompt.
+    #[arg(long, conflicts_with_all = ["prompt", "messages"])]
+    pub prompt_tokens: Option<u32>,
+    /// Tokens put into the context before the prompt, unmeasured.
+    #[arg(long)]
+    pub depth: Option<u32>,
 }
 
 /// Runs `edgewatt submit`. Fails (non-zero exit) when any job does not succeed.
@@ -193,6 +211,12 @@ pub fn job_from_flags(args: &SubmitArgs) -> anyhow::Result<Map<String, Value>> {
         ("n_ctx", args.n_ctx.map(|v| json!(v))),
         ("repeat", args.repeat.map(|v| json!(v))),
         ("trace", args.trace.as_ref().map(|v| json!(v))),
+        ("kind", args.kind.as_ref().map(|v| json!(v))),
+        ("text", args.text.as_ref().map(|v| json!(v))),
+        ("max_chunks", args.max_chunks.map(|v| json!(v))),
+        ("reference", args.reference.as_ref().map(|v| json!(v))),
+        ("prompt_tokens", args.prompt_tokens.map(|v| json!(v))),
+        ("depth", args.depth.map(|v| json!(v))),
     ] {
         if let Some(v) = v {
             job.insert(k.into(), v);
@@ -210,8 +234,17 @@ pub fn job_from_flags(args: &SubmitArgs) -> anyhow::Result<Map<String, Value>> {
     if let Some(id) = &args.id {
         job.insert("id".into(), json!(id));
     }
-    if !job.contains_key("prompt") && !job.contains_key("messages") {
-        bail!("give --prompt TEXT, --messages JSON or --file JOBS.jsonl");
+    // A quality job scores a text and a synthetic prompt replaces the text: neither
+    // needs --prompt (the board validates the rest and names any bad field).
+    let quality = job
+        .get("kind")
+        .and_then(Value::as_str)
+        .is_some_and(|k| k != "generate");
+    let has_input = ["prompt", "messages", "prompt_tokens"]
+        .iter()
+        .any(|k| job.contains_key(*k));
+    if !quality && !has_input {
+        bail!("give --prompt TEXT, --messages JSON, --prompt-tokens N, --kind perplexity or --file JOBS.jsonl");
     }
     Ok(job)
 }
@@ -492,5 +525,35 @@ mod tests {
         assert_eq!(j["top_k"], 1);
         assert_eq!(j["id"], "x");
         assert!(job_from_flags(&SubmitArgs::default()).is_err());
+    }
+
+    #[test]
+    fn quality_and_synthetic_jobs_need_no_prompt() {
+        let args = SubmitArgs {
+            kind: Some("kld".into()),
+            text: Some("licenses".into()),
+            max_chunks: Some(2),
+            reference: Some("ref".into()),
+            ..SubmitArgs::default()
+        };
+        let j = job_from_flags(&args).unwrap();
+        assert_eq!(j["kind"], "kld");
+        assert_eq!(j["text"], "licenses");
+        assert_eq!(j["max_chunks"], 2);
+        assert_eq!(j["reference"], "ref");
+        assert!(!j.contains_key("prompt"));
+        let args = SubmitArgs {
+            prompt_tokens: Some(32),
+            depth: Some(64),
+            ..SubmitArgs::default()
+        };
+        let j = job_from_flags(&args).unwrap();
+        assert_eq!(j["prompt_tokens"], 32);
+        assert_eq!(j["depth"], 64);
+        let generate = SubmitArgs {
+            kind: Some("generate".into()),
+            ..SubmitArgs::default()
+        };
+        assert!(job_from_flags(&generate).is_err());
     }
 }
