@@ -2,6 +2,7 @@
 //!
 //! - [`engine`]    — the dedicated inference thread and its channel API
 //! - `worker`      — what runs on that thread: model cache, admission, load, the run
+//!   (`worker/quality.rs` the quality command, `worker/report.rs` model facts, peak RSS, offload record)
 //! - [`generate`]  — one request on a loaded model: tokenize, prefill, decode
 //! - [`cache`]     — loaded models, LRU within a memory budget, keep-alive
 //! - [`admission`] — memory estimate vs MemAvailable and the budget
