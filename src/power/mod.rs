@@ -11,7 +11,7 @@
 //! - [`recorder`] — a job's samples drained from the rings while it runs
 //! - [`stats`]   — counters and percentiles
 //! - [`scan`]    — probing 0x40–0x4F and naming what answers
-//! - [`spec`]    — the config schema and its validation
+//! - [`spec`]    — the config schema (`spec/mod.rs`) and its validation (`spec/validate.rs`)
 //! - [`timing`]  — precise sleeps, thread CPU time, RT priority / pinning
 pub mod factory;
 pub mod hwmon;
