@@ -188,6 +188,17 @@ impl Engine {
         rx.blocking_recv().map_err(|_| EngineError::ShutDown)?
     }
 
+    /// Sends the command `make` builds around a fresh reply channel; the answer arrives
+    /// on the returned oneshot (every request to the inference thread goes through here).
+    fn request<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<oneshot::Receiver<Result<T, EngineError>>, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(make(reply))?;
+        Ok(rx)
+    }
+
     /// Queues a generation; the answer arrives on the returned oneshot.
     fn enqueue(
         &self,
@@ -195,14 +206,12 @@ impl Engine {
         observer: Box<dyn EventObserver>,
         cancel: CancellationToken,
     ) -> Result<oneshot::Receiver<Result<RunReport, EngineError>>, EngineError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Generate {
+        self.request(|reply| Command::Generate {
             req,
             observer,
             cancel,
             reply,
-        })?;
-        Ok(rx)
+        })
     }
 
     /// Runs a quality job (perplexity or KL divergence); the report's `quality` holds
@@ -214,8 +223,7 @@ impl Engine {
         observer: Box<dyn EventObserver>,
         cancel: CancellationToken,
     ) -> Result<RunReport, EngineError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Quality {
+        let rx = self.request(|reply| Command::Quality {
             req,
             observer,
             cancel,
@@ -231,8 +239,7 @@ impl Engine {
         observer: Box<dyn EventObserver>,
         cancel: CancellationToken,
     ) -> Result<RunReport, EngineError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Quality {
+        let rx = self.request(|reply| Command::Quality {
             req,
             observer,
             cancel,
@@ -247,8 +254,7 @@ impl Engine {
         model: &str,
         input: PromptInput,
     ) -> Result<TokenizedPrompt, EngineError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Tokenize {
+        let rx = self.request(|reply| Command::Tokenize {
             model: model.to_string(),
             input,
             reply,
@@ -258,8 +264,7 @@ impl Engine {
 
     /// Checks the model name and file and the memory admission rule without running.
     pub async fn admit(&self, req: &GenerateRequest) -> Result<MemoryEstimate, EngineError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Admit {
+        let rx = self.request(|reply| Command::Admit {
             req: req.clone(),
             reply,
         })?;
