@@ -17,10 +17,12 @@
 //! - `load` — layering with the `config` crate and attributing errors to their source
 //! - `validate` — ranges and cross-key rules
 //! - `mask` — the effective config as TOML with secrets masked
+//! - `power_modes` — `[power_modes.NAME]` checks
 
 mod error;
 mod load;
 mod mask;
+mod power_modes;
 mod validate;
 
 use std::path::PathBuf;
@@ -56,6 +58,9 @@ pub struct Config {
     pub jobs: JobsConfig,
     /// Texts quality jobs score (perplexity, KL divergence).
     pub quality: QualityConfig,
+    /// Power modes a job may name (`[power_modes.NAME]`, issue 13).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub power_modes: std::collections::BTreeMap<String, crate::powermode::PowerModeSpec>,
 }
 
 /// `[device]`
@@ -389,6 +394,7 @@ impl Config {
         check(self.mqtt != new.mqtt, "mqtt");
         check(self.models.dir != new.models.dir, "models.dir");
         check(self.power != new.power, "power");
+        check(self.power_modes != new.power_modes, "power_modes");
         check(self.store.path != new.store.path, "store.path");
         check(
             self.limits.queue_capacity != new.limits.queue_capacity,

@@ -10,6 +10,7 @@
 //! - [`config`]  — layered configuration (defaults → TOML → env) and validation
 //! - [`infer`]   — the llama.cpp engine thread, model registry/cache/admission, events, metrics
 //! - [`power`]   — INA219/INA3221 drivers, chip simulators, hwmon rails, the sampler
+//! - [`powermode`] — the board's power mode: recorded per job, applied on request, restored
 //! - [`trace`]   — traces, energy math, thermal co-recording, SQLite store, export, plots
 //! - [`jobs`]    — the MQTT protocol, job journal/outbox, broker session
 //! - [`daemon`]  — `run(config, shutdown)`: wires everything, owns cancellation; sd_notify
@@ -24,6 +25,7 @@ pub mod daemon;
 pub mod infer;
 pub mod jobs;
 pub mod power;
+pub mod powermode;
 pub mod quality;
 pub mod study;
 pub mod trace;

@@ -324,6 +324,9 @@ pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
     .map_err(|e| with_off(e, "at most limits.max_payload_bytes: "))?;
     range("limits.queue_capacity", l.queue_capacity, 1, 4096)?;
     range("limits.max_json_depth", l.max_json_depth, 2, 128)?;
+
+    // [power_modes.NAME]
+    super::power_modes::validate(&c.power_modes)?;
     Ok(())
 }
 

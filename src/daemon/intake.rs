@@ -88,6 +88,10 @@ async fn handle(ctx: &Arc<Ctx>, topic: &str, p: &Publish) -> Result<(), JournalE
         };
         return reject(ctx, &job.id, &payload, &reply, topic, body).await;
     }
+    // An unknown power mode, or one this board cannot apply, never waits either.
+    if let Err(body) = super::power_mode::check(ctx, &job).await {
+        return reject(ctx, &job.id, &payload, &reply, topic, body).await;
+    }
 
     let id = job.id.clone();
     let (pl, rp, tp) = (payload.to_vec(), reply.clone(), topic.to_string());

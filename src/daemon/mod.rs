@@ -19,12 +19,14 @@
 //! - [`status`]   — retained board status, live power, watchdog
 //! - [`measure`]  — sampler + thermal + trace → energy summary
 //! - [`recovery`] — what a restart does with jobs left accepted or running
+//! - [`power_mode`] — a job's power mode: checked, applied, recorded, restored (crash-safe)
 pub mod logging;
 pub mod systemd;
 
 pub mod intake;
 pub mod measure;
 pub mod outbox;
+pub mod power_mode;
 pub mod quality_job;
 pub mod recovery;
 mod replies;
@@ -66,6 +68,8 @@ pub struct Ctx {
     pub engine: Engine,
     /// Sampler, thermal recorder and trace store.
     pub measure: measure::Measure,
+    /// Power modes: applied before, restored after, recorded in every result.
+    pub power_modes: Arc<power_mode::PowerModes>,
     /// Wakes the outbox task when rows were added.
     pub outbox_wake: Notify,
     /// Wakes the status task when the queue changed.
@@ -126,6 +130,13 @@ async fn run_inner(
         .context("journal open task failed")??;
     let journal = SharedJournal::new(journal);
 
+    // A power mode left applied by a daemon that died mid-job goes back first.
+    let power_modes = Arc::new(power_mode::PowerModes::new(&settings));
+    let pm = power_modes.clone();
+    tokio::task::spawn_blocking(move || pm.recover())
+        .await
+        .context("power mode recovery task failed")?;
+
     systemd::status("starting the inference engine");
     let engine = Engine::start(settings.engine.clone(), root.child_token())
         .context("cannot start the inference engine")?;
@@ -167,6 +178,7 @@ async fn run_inner(
         queue: JobQueue::new(settings.queue_capacity),
         engine,
         measure,
+        power_modes,
         outbox_wake: Notify::new(),
         status_wake: Notify::new(),
         draining: CancellationToken::new(),

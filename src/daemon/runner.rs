@@ -131,6 +131,21 @@ async fn run_one(
         return;
     }
 
+    // Power mode: applied and read back before anything runs, restored after.
+    let power_mode = match super::power_mode::begin(ctx, &q.job).await {
+        Ok(active) => active,
+        Err(body) => {
+            tracing::info!("job '{id}' rejected: {} ({})", body.message, body.code);
+            if let Err(e) = ctx
+                .finish_with_error(&id, &q.reply, JobState::Rejected, body)
+                .await
+            {
+                tracing::error!("cannot journal the outcome of job '{id}': {e}");
+            }
+            return;
+        }
+    };
+
     let stream = q.job.stream.unwrap_or(ctx.settings.stream_default);
     let (tx, rx) = mpsc::channel(1024);
     let log = Arc::new(Mutex::new(EventLog::default()));
@@ -169,6 +184,8 @@ async fn run_one(
         tracing::warn!("token forwarder of job '{id}' did not finish");
     }
 
+    let power_mode = super::power_mode::end(ctx, power_mode).await;
+
     if requeue {
         let jid = id.clone();
         if let Err(e) = ctx.journal.call(move |j| j.requeue(&jid)).await {
@@ -184,6 +201,7 @@ async fn run_one(
                 report,
                 events,
                 recording,
+                power_mode,
             };
             finish_report(ctx, &q, done, queue_ms, request_json).await
         }
@@ -198,6 +216,8 @@ struct Finished {
     report: RunReport,
     events: Vec<EngineEvent>,
     recording: Option<crate::power::Recorder>,
+    /// The result's `power_mode` (the mode the job ran under).
+    power_mode: Value,
 }
 
 async fn finish_report(
@@ -211,6 +231,7 @@ async fn finish_report(
         report,
         events,
         recording,
+        power_mode,
     } = done;
     let id = &q.job.id;
     let canceled = report.finish_reason == FinishReason::Canceled;
@@ -231,6 +252,7 @@ async fn finish_report(
         obj.insert("state".into(), json!(state.as_str()));
         obj.insert("energy".into(), measured.energy);
         obj.insert("thermal".into(), measured.thermal);
+        obj.insert("power_mode".into(), power_mode);
         if let Some(t) = obj.get_mut("timings").and_then(Value::as_object_mut) {
             t.insert("queue_ms".into(), json!(queue_ms));
         }
@@ -304,6 +326,7 @@ fn request_json(q: &QueuedJob) -> String {
         "options": r.options,
         "keep_alive_s": r.keep_alive_s,
         "quality": q.job.quality,
+        "power_mode": q.job.power_mode,
     })
     .to_string()
 }

@@ -50,6 +50,13 @@ pub struct Settings {
     pub store_max_bytes: u64,
     /// Where quality jobs' texts are (`[quality] texts_dir`).
     pub texts_dir: PathBuf,
+    /// `[power_modes.NAME]`: the modes a job may name.
+    pub power_modes: std::collections::BTreeMap<String, crate::powermode::PowerModeSpec>,
+    /// Root of the sysfs / nvpmodel paths power modes read and write (`/`; tests
+    /// point it at a fake tree).
+    pub power_mode_root: PathBuf,
+    /// How long a mode may take to read back after it is written.
+    pub power_mode_timeout: Duration,
 }
 
 impl Settings {
@@ -126,6 +133,9 @@ impl Settings {
             max_age_days: cfg.store.max_age_days,
             store_max_bytes: cfg.store.max_bytes,
             texts_dir: cfg.quality.texts_dir.clone(),
+            power_modes: cfg.power_modes.clone(),
+            power_mode_root: PathBuf::from("/"),
+            power_mode_timeout: Duration::from_secs(2),
         })
     }
 }

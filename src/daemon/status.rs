@@ -37,6 +37,7 @@ pub fn device_status_json(
             max_packet_bytes: settings.session.max_packet_bytes,
             max_prompt_bytes: settings.limits.max_prompt_bytes,
         }),
+        power_modes: settings.power_modes.clone(),
     };
     let mut v = serde_json::to_value(&s).unwrap_or_default();
     if let (Some(label), Some(obj)) = (&settings.label, v.as_object_mut()) {

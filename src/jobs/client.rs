@@ -540,6 +540,7 @@ mod tests {
             queue_length: q,
             running: None,
             limits: None,
+            power_modes: Default::default(),
         };
         let mut boards = BTreeMap::new();
         boards.insert("a".into(), mk("a", "online", 3));

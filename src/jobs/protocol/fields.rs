@@ -166,7 +166,9 @@ pub(super) fn parse_fields(
         Some(v) => return Err(wrong("model", "a string", v)),
     };
     validate_model_name(&model)?;
-    if let Some(job) = super::quality::parse_quality_job(id, &model, map, limits, defaults)? {
+    let power_mode = parse_power_mode(map)?;
+    if let Some(mut job) = super::quality::parse_quality_job(id, &model, map, limits, defaults)? {
+        job.power_mode = power_mode;
         return Ok(job);
     }
 
@@ -336,7 +338,28 @@ pub(super) fn parse_fields(
         stream,
         trace,
         quality: None,
+        power_mode,
     })
+}
+
+/// `power_mode`: a mode name (1-64 characters of `[A-Za-z0-9._-]`).
+fn parse_power_mode(map: &Map<String, Value>) -> Result<Option<String>, JobError> {
+    let Some(name) = get_str(map, "power_mode")? else {
+        return Ok(None);
+    };
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !ok {
+        return Err(out_of_range(
+            "power_mode",
+            format!("'{}'", truncate(name, 40)),
+            "the name of a [power_modes.NAME] of the board (1-64 characters of A-Z a-z 0-9 . _ -)",
+        ));
+    }
+    Ok(Some(name.to_string()))
 }
 
 pub(super) fn check_stop(i: usize, s: &str) -> Result<String, JobError> {

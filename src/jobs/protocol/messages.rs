@@ -127,6 +127,10 @@ pub struct DeviceStatus {
     /// What this board accepts (issue 14); absent in statuses of older daemons.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<BoardLimits>,
+    /// The `[power_modes.NAME]` a job may name, with what each sets (issue 13);
+    /// absent when the board has none.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub power_modes: std::collections::BTreeMap<String, crate::powermode::PowerModeSpec>,
 }
 
 /// The sizes a board accepts, announced in its status so a submitter can refuse an

@@ -76,6 +76,7 @@ pub const JOB_FIELDS: &[&str] = &[
     "reference",
     "prompt_tokens",
     "depth",
+    "power_mode",
 ];
 
 /// Limits applied while parsing a job (from the config's `limits` section).
@@ -140,6 +141,9 @@ pub struct Job {
     /// Set for quality jobs (`kind` perplexity / kld); `request` then only carries
     /// the model, `n_ctx`, threads and keep-alive.
     pub quality: Option<QualitySpec>,
+    /// The `[power_modes.NAME]` to run under (issue 13); `None` = as the board is.
+    /// Whether the board has it is the daemon's check (`unknown_power_mode`).
+    pub power_mode: Option<String>,
 }
 
 /// Parses and validates one job payload. Never panics, whatever the bytes
