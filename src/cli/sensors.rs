@@ -12,6 +12,9 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::monotonic_ns;
 use crate::power::{self, SamplerOptions, SensorSpec};
 
+/// What an INA219/INA3221 (or its simulator) covers: whatever its shunt is in.
+const SHUNT_COVERS: &str = "what the shunt is wired into: the board input when it sits on the 5 V supply, one rail otherwise (docs/sensors.md, \"which source measures what\")";
+
 /// Arguments of `edgewatt sensors`.
 #[derive(Debug, clap::Args)]
 pub struct SensorsArgs {
@@ -70,6 +73,10 @@ pub fn run(args: &SensorsArgs, specs: &[SensorSpec]) -> anyhow::Result<()> {
             );
             for (k, v) in &info.settings {
                 println!("    {k} = {v}");
+            }
+            if !info.settings.contains_key("covers") {
+                // Shunt amplifiers measure what they are wired into (docs/sensors.md).
+                println!("    covers = {}", SHUNT_COVERS);
             }
         }
         println!();

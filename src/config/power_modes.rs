@@ -57,13 +57,6 @@ pub(super) fn validate(modes: &BTreeMap<String, PowerModeSpec>) -> Result<(), Co
                 "a mode name of 1 to 64 characters of A-Z a-z 0-9 . _ -",
             ));
         }
-        if m.is_empty() {
-            return Err(invalid(
-                key,
-                "{}",
-                "a mode that sets at least one of governor, max_freq_khz, policies.N, nvpmodel",
-            ));
-        }
         setting(&key, &m.all_policies())?;
         for (n, s) in &m.policies {
             let pkey = format!("{key}.policies.{n}");
@@ -74,6 +67,13 @@ pub(super) fn validate(modes: &BTreeMap<String, PowerModeSpec>) -> Result<(), Co
                 return Err(invalid(pkey, "{}", "governor and/or max_freq_khz"));
             }
             setting(&pkey, s)?;
+        }
+        if m.is_empty() {
+            return Err(invalid(
+                key,
+                "{}",
+                "a mode that sets at least one of governor, max_freq_khz, policies.N, nvpmodel",
+            ));
         }
         if let Some(id) = m.nvpmodel {
             if id > MAX_NVPMODEL_ID {

@@ -256,3 +256,25 @@ proptest! {
         check_json(v, with_id)?;
     }
 }
+
+#[test]
+fn power_mode_is_a_mode_name() {
+    let j = parse(r#"{"id":"a","model":"m","prompt":"x","power_mode":"eco"}"#).unwrap();
+    assert_eq!(j.power_mode.as_deref(), Some("eco"));
+    assert_eq!(
+        parse(r#"{"id":"a","model":"m","prompt":"x"}"#)
+            .unwrap()
+            .power_mode,
+        None
+    );
+    // Quality jobs run under a mode too.
+    let q = parse(r#"{"id":"a","model":"m","kind":"perplexity","power_mode":"maxn"}"#).unwrap();
+    assert_eq!(q.power_mode.as_deref(), Some("maxn"));
+    assert_eq!(
+        code(r#"{"id":"a","model":"m","prompt":"x","power_mode":3}"#),
+        "wrong_type"
+    );
+    let e = parse(r#"{"id":"a","model":"m","prompt":"x","power_mode":"a/b"}"#).unwrap_err();
+    assert_eq!(e.error.code(), "out_of_range");
+    assert!(e.error.to_string().contains("'power_mode'") && e.error.to_string().contains("'a/b'"));
+}

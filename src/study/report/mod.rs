@@ -299,7 +299,9 @@ fn config_report(
         weights_bytes: weights,
         kv_bytes: kv,
         load_cold_ms: cold.get(&(cfg.device.clone(), cfg.model.clone())).copied(),
-        power_mode_recorded: results.iter().find_map(|r| r.get("power_mode").cloned()),
+        power_mode_recorded: results
+            .iter()
+            .find_map(|r| r.get("power_mode").filter(|v| !v.is_null()).cloned()),
         cost,
         metrics: summaries,
         flags,

@@ -196,19 +196,48 @@ pub const COLUMNS: &[Column] = &[
 ];
 
 fn power_mode(c: &ConfigReport) -> String {
-    if let Some(m) = &c.config.power_mode {
-        return m.clone();
-    }
-    match &c.power_mode_recorded {
+    let rec = c.power_mode_recorded.as_ref();
+    let name = c.config.power_mode.clone().or_else(|| match rec {
         Some(serde_json::Value::Object(o)) => o
             .get("name")
             .or_else(|| o.get("mode"))
             .and_then(|v| v.as_str())
-            .unwrap_or("recorded")
-            .to_string(),
-        Some(v) if v.is_string() => v.as_str().unwrap_or_default().to_string(),
-        _ => "–".into(),
+            .map(str::to_string),
+        Some(v) => v.as_str().map(str::to_string),
+        None => None,
+    });
+    match (name, rec.and_then(recorded_summary)) {
+        (Some(n), Some(d)) => format!("{n} ({d})"),
+        (Some(n), None) => n,
+        (None, Some(d)) => d,
+        (None, None) => "–".into(),
     }
+}
+
+/// What a result's recorded `power_mode` says in a few words: the nvpmodel mode,
+/// then each distinct cpufreq governor and cap (`powersave ≤1.50 GHz`).
+pub fn recorded_summary(v: &serde_json::Value) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(n) = v["nvpmodel"]["name"].as_str() {
+        parts.push(format!("nvpmodel {n}"));
+    } else if let Some(id) = v["nvpmodel"]["id"].as_u64() {
+        parts.push(format!("nvpmodel {id}"));
+    }
+    let mut seen: Vec<String> = Vec::new();
+    for p in v["cpufreq"].as_array().into_iter().flatten() {
+        let gov = p["governor"].as_str().unwrap_or("?");
+        let d = match p["max_khz"].as_u64() {
+            Some(k) => format!("{gov} ≤{:.2} GHz", k as f64 / 1e6),
+            None => gov.to_string(),
+        };
+        if !seen.contains(&d) {
+            seen.push(d);
+        }
+    }
+    if !seen.is_empty() {
+        parts.push(seen.join(" / "));
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 /// The columns this report fills: the optional ones (power mode, cost, quality)

@@ -304,3 +304,28 @@ fn compare_marks_only_significant_differences_beyond_threshold() {
         .all(|m| !m.significant));
     assert!(compare::markdown(&cmp).contains("decode_tps"));
 }
+
+#[test]
+fn the_recorded_power_mode_is_shown_beside_its_name() {
+    let rec = serde_json::json!({"name": "eco", "nvpmodel": {"id": 3, "name": "7W"},
+        "cpufreq": [{"policy": 0, "governor": "powersave", "max_khz": 1500000},
+                    {"policy": 4, "governor": "powersave", "max_khz": 1500000},
+                    {"policy": 6, "governor": "performance"}]});
+    assert_eq!(
+        table::recorded_summary(&rec).as_deref(),
+        Some("nvpmodel 7W, powersave ≤1.50 GHz / performance")
+    );
+    assert_eq!(table::recorded_summary(&serde_json::json!({})), None);
+    let mut rs = runs();
+    for r in rs.iter_mut() {
+        r.result.as_mut().unwrap()["power_mode"] = rec.clone();
+    }
+    let rep = build(&meta(), &rs);
+    let (h, rows) = table::main_table(&rep);
+    let col = h.iter().position(|c| *c == "power mode").unwrap();
+    assert!(
+        rows.iter()
+            .all(|r| r[col] == "eco (nvpmodel 7W, powersave ≤1.50 GHz / performance)"),
+        "{rows:?}"
+    );
+}
