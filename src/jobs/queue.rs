@@ -186,6 +186,7 @@ mod tests {
                 stream: None,
                 trace: TraceLevel::None,
                 quality: None,
+                settle: None,
             },
             reply: Reply::default(),
             accepted_ns: 0,

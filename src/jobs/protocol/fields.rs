@@ -166,7 +166,9 @@ pub(super) fn parse_fields(
         Some(v) => return Err(wrong("model", "a string", v)),
     };
     validate_model_name(&model)?;
-    if let Some(job) = super::quality::parse_quality_job(id, &model, map, limits, defaults)? {
+    let settle = super::settle::parse_settle(map)?;
+    if let Some(mut job) = super::quality::parse_quality_job(id, &model, map, limits, defaults)? {
+        job.settle = settle;
         return Ok(job);
     }
 
@@ -336,6 +338,7 @@ pub(super) fn parse_fields(
         stream,
         trace,
         quality: None,
+        settle,
     })
 }
 

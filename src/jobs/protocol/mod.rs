@@ -12,12 +12,14 @@
 //! - `error.rs`    — [`JobError`] (one stable `code` per variant) and [`Rejected`]
 //! - `fields.rs`   — the per-field parsing of a job object (ranges, types, messages)
 //! - `quality.rs`  — quality job fields (`kind`, `text`, `max_chunks`, `reference`)
+//! - `settle.rs`   — the `settle` field (the board's cooldown gate before the run)
 //! - `messages.rs` — what the daemon publishes: states, status/token/board messages, topics
 
 mod error;
 mod fields;
 mod messages;
 mod quality;
+mod settle;
 #[cfg(test)]
 mod tests;
 
@@ -27,6 +29,7 @@ pub use messages::{
     TokenMsg, Topics,
 };
 pub use quality::QualitySpec;
+pub use settle::{SettleSpec, SETTLE_FIELDS};
 
 use fields::{parse_fields, truncate, type_name};
 use serde::{Deserialize, Serialize};
@@ -76,6 +79,7 @@ pub const JOB_FIELDS: &[&str] = &[
     "reference",
     "prompt_tokens",
     "depth",
+    "settle",
 ];
 
 /// Limits applied while parsing a job (from the config's `limits` section).
@@ -140,6 +144,8 @@ pub struct Job {
     /// Set for quality jobs (`kind` perplexity / kld); `request` then only carries
     /// the model, `n_ctx`, threads and keep-alive.
     pub quality: Option<QualitySpec>,
+    /// The `settle` gate to wait for before the run (`None`: start at once).
+    pub settle: Option<SettleSpec>,
 }
 
 /// Parses and validates one job payload. Never panics, whatever the bytes

@@ -165,6 +165,7 @@ pub(super) fn parse_quality_job(
             max_chunks,
             n_ctx,
         }),
+        settle: None,
     }))
 }
 
