@@ -95,3 +95,9 @@ clean-model:
 .PHONY: study-demo
 study-demo: model build
 	@bash scripts/study-demo.sh "$(BIN)" studies/example.toml
+
+## bench-study-parallel: the same study on one daemon, then on two (one Mosquitto,
+## threads 1), alternating twice: runs/min of each and the ratio (target >= 1.8x)
+.PHONY: bench-study-parallel
+bench-study-parallel: model build
+	@bash bench/study-parallel.sh "$(BIN)" $(BENCH_STUDY_PARALLEL_ARGS)

@@ -254,6 +254,9 @@ pub struct PowerConfig {
     pub live_interval_ms: u64,
     /// Period of thermal-zone and CPU-frequency readings during jobs, ms; 0 = off.
     pub thermal_interval_ms: u64,
+    /// The sysfs root thermal zones and CPU frequencies are read under (`/sys`; a
+    /// test or a container points it elsewhere).
+    pub thermal_sysfs_root: PathBuf,
 }
 
 impl Default for PowerConfig {
@@ -266,6 +269,7 @@ impl Default for PowerConfig {
             idle_rate_hz: 20,
             live_interval_ms: 1000,
             thermal_interval_ms: 100,
+            thermal_sysfs_root: PathBuf::from("/sys"),
         }
     }
 }

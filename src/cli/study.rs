@@ -370,11 +370,12 @@ fn run_plan(a: &RunArgs, cfg: &Config) -> anyhow::Result<()> {
     cancel.cancel();
     if !a.json {
         eprintln!(
-            "{} runs ({} failed) in {:.1} s; runs' own time {:.1} s; database {}",
+            "{} runs ({} failed) in {:.1} s; runs' own time {:.1} s; settle waits {:.1} s; database {}",
             summary.runs,
             summary.failed,
             summary.wall_ms / 1e3,
             summary.total_ms / 1e3,
+            summary.settle_ms / 1e3,
             db_path.display()
         );
     }

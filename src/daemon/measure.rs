@@ -35,6 +35,8 @@ pub struct Measure {
     opts: EnergyOptions,
     /// Stops job recordings with the daemon.
     cancel: CancellationToken,
+    /// The settle gate's idle references (lowest temperature and power seen).
+    settle_refs: Arc<Mutex<super::settle::IdleRefs>>,
 }
 
 /// What one job measured.
@@ -76,6 +78,7 @@ impl Measure {
         } else {
             let cfg = ThermalConfig {
                 period: Duration::from_millis(p.thermal_interval_ms),
+                sysfs_root: p.thermal_sysfs_root.clone(),
                 ..ThermalConfig::default()
             };
             match ThermalRecorder::start(cfg, cancel.clone()) {
@@ -102,6 +105,7 @@ impl Measure {
                 max_gap_ns: p.max_gap_ms.saturating_mul(1_000_000),
             },
             cancel,
+            settle_refs: Arc::default(),
         })
     }
 
@@ -127,6 +131,21 @@ impl Measure {
         if let Some(s) = &self.sampler {
             s.set_active(active);
         }
+    }
+
+    /// The sampler, when sensors are configured (the settle gate reads it).
+    pub fn sampler_handle(&self) -> Option<&SamplerHandle> {
+        self.sampler.as_deref()
+    }
+
+    /// The thermal recorder, when it runs (the settle gate reads it).
+    pub fn thermal_recorder(&self) -> Option<&ThermalRecorder> {
+        self.thermal.as_deref()
+    }
+
+    /// The settle gate's idle references, kept for the daemon's life.
+    pub fn settle_refs(&self) -> &Mutex<super::settle::IdleRefs> {
+        &self.settle_refs
     }
 
     /// Rail names, for the board status.

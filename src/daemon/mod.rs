@@ -32,6 +32,7 @@ pub mod recovery;
 mod replies;
 pub mod runner;
 pub mod settings;
+pub mod settle;
 pub mod status;
 
 use std::future::Future;

@@ -30,11 +30,13 @@ const TRACE_CHUNK: usize = 64 * 1024;
 pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) {
     while let Some((job, token)) = ctx.queue.next(&cancel).await {
         ctx.status_wake.notify_one();
+        // The settle gate (job field `settle`) at the idle rate, before the recording.
+        let settle = super::settle::before_job(&ctx, &job.job, &token).await;
         // Full-rate sampling for the job; `finish_report` drops back to the idle rate
         // once the trace is captured, and this covers the paths without a trace.
         ctx.measure.set_active(true);
         let recording = ctx.measure.begin_job();
-        run_one(&ctx, job, token, recording).await;
+        run_one(&ctx, job, token, recording, settle).await;
         ctx.measure.set_active(false);
         ctx.queue.finish_running();
         ctx.status_wake.notify_one();
@@ -112,6 +114,7 @@ async fn run_one(
     q: QueuedJob,
     token: CancellationToken,
     recording: Option<crate::power::Recorder>,
+    settle: Option<Value>,
 ) {
     let id = q.job.id.clone();
     let queue_ms = monotonic_ns().saturating_sub(q.accepted_ns) as f64 / 1e6;
@@ -202,6 +205,7 @@ async fn run_one(
                 events,
                 recording,
                 power_mode,
+                settle,
             };
             finish_report(ctx, &q, done, queue_ms, request_json).await
         }
@@ -218,6 +222,8 @@ struct Finished {
     recording: Option<crate::power::Recorder>,
     /// The result's `power_mode` (the mode the job ran under).
     power_mode: Value,
+    /// The settle gate's outcome (`settle` result key), when the job asked for one.
+    settle: Option<Value>,
 }
 
 async fn finish_report(
@@ -232,6 +238,7 @@ async fn finish_report(
         events,
         recording,
         power_mode,
+        settle,
     } = done;
     let id = &q.job.id;
     let canceled = report.finish_reason == FinishReason::Canceled;
@@ -258,6 +265,9 @@ async fn finish_report(
         }
         if let Some(spec) = &q.job.quality {
             obj.insert("kind".into(), json!(spec.kind.as_str()));
+        }
+        if let Some(s) = settle {
+            obj.insert("settle".into(), s);
         }
     }
     crate::quality::energy::annotate(&mut result);

@@ -187,6 +187,7 @@ mod tests {
                 trace: TraceLevel::None,
                 quality: None,
                 power_mode: None,
+                settle: None,
             },
             reply: Reply::default(),
             accepted_ns: 0,

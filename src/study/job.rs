@@ -54,7 +54,25 @@ pub fn payload(id: &str, c: &Configuration, plan: &Plan, warmup: u32) -> Value {
     if warmup > 0 {
         m.insert("warmup".into(), json!(warmup));
     }
+    if let Some(c) = &plan.cooldown {
+        m.insert("settle".into(), settle(c));
+    }
     Value::Object(m)
+}
+
+/// The plan's `[cooldown]` as the job's `settle` field (the board's gate before the run).
+pub fn settle(c: &super::plan::Cooldown) -> Value {
+    let mut s = Map::new();
+    if let Some(t) = c.max_temp_c {
+        s.insert("max_temp_c".into(), json!(t));
+    }
+    if let Some(d) = c.delta_c {
+        s.insert("delta_c".into(), json!(d));
+    }
+    s.insert("idle_rel".into(), json!(c.idle_rel));
+    s.insert("settle_s".into(), json!(c.settle_s));
+    s.insert("timeout_s".into(), json!(c.timeout_s));
+    Value::Object(s)
 }
 
 /// Decode t/s of a result (`timings.decode_tps`).
@@ -69,6 +87,11 @@ pub fn j_per_token(result: &Value) -> Option<f64> {
     result["energy"]["j_per_token"]["decode"]
         .as_f64()
         .filter(|v| v.is_finite())
+}
+
+/// The gate's wait before the run, ms (`settle.settle_ms`; 0 without a gate).
+pub fn settle_ms(result: &Value) -> f64 {
+    result["settle"]["settle_ms"].as_f64().unwrap_or(0.0)
 }
 
 /// `timings.total_ms` of a result.
@@ -138,6 +161,34 @@ mod tests {
             (Some(2), 256, Some(9), 1)
         );
         assert_eq!(o.temperature, 0.0);
+        assert_eq!(job.settle, None);
+    }
+
+    #[test]
+    fn the_cooldown_becomes_every_runs_settle_field() {
+        let p = parse(
+            "[study]\nname = \"t\"\n[axes]\ndevice = [\"local\"]\nmodel = [\"m\"]\n\
+             prompt_tokens = [32]\ngen_tokens = [16]\n[cooldown]\nmax_temp_c = 70\nsettle_s = 1\n",
+        )
+        .unwrap();
+        let v = payload("j", &cfg(), &p, 0);
+        assert_eq!(
+            v["settle"],
+            json!({"max_temp_c": 70.0, "idle_rel": 0.1, "settle_s": 1.0, "timeout_s": 120.0})
+        );
+        let job = parse_job(
+            v.to_string().as_bytes(),
+            &Limits::default(),
+            &GenerateOptions::default(),
+        )
+        .unwrap();
+        let s = job.settle.unwrap();
+        assert_eq!(
+            (s.max_temp_c, s.delta_c, s.settle_s),
+            (Some(70.0), None, 1.0)
+        );
+        assert_eq!(settle_ms(&json!({"settle": {"settle_ms": 1500.0}})), 1500.0);
+        assert_eq!(settle_ms(&json!({})), 0.0);
     }
 
     #[test]

@@ -81,9 +81,21 @@ impl Board for LocalBoard {
     fn run(&self, payload: &Value) -> Result<Value, ErrorBody> {
         let job = parse_job(payload.to_string().as_bytes(), &self.limits, &self.defaults)
             .map_err(|r| r.error.to_error_body())?;
-        // Idle rate and an idle wait before the run: its baseline (settle time).
+        // Idle rate, the settle gate when asked for (the daemon's, same logic), and an
+        // idle wait before the run: its energy baseline (unless the gate's hold covered it).
         self.measure.set_active(false);
-        std::thread::sleep(self.idle_window);
+        let settle = job.settle.map(|spec| {
+            crate::daemon::settle::wait::wait_blocking(&self.measure, &spec, || {
+                self.cancel.is_cancelled()
+            })
+        });
+        let held = settle
+            .as_ref()
+            .filter(|o| o.settled)
+            .map_or(Duration::ZERO, |o| Duration::from_secs_f64(o.spec.settle_s));
+        if held < self.idle_window {
+            std::thread::sleep(self.idle_window);
+        }
         self.measure.set_active(true);
         let recording = self.measure.begin_job();
         let log = Arc::new(Mutex::new(EventLog::default()));
@@ -119,6 +131,12 @@ impl Board for LocalBoard {
             obj.insert("state".into(), json!("succeeded"));
             obj.insert("energy".into(), measured.energy);
             obj.insert("thermal".into(), measured.thermal);
+            if let Some(s) = &settle {
+                obj.insert(
+                    "settle".into(),
+                    serde_json::to_value(s).unwrap_or(Value::Null),
+                );
+            }
         }
         Ok(result)
     }

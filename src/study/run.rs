@@ -65,6 +65,10 @@ pub struct Finished {
     pub j_per_token: Option<f64>,
     /// The result's `timings.total_ms`.
     pub total_ms: f64,
+    /// The board's settle wait before the run (`settle.settle_ms`; 0 without one).
+    pub settle_ms: f64,
+    /// Whether the board settled (`settle.settled`; null without a gate).
+    pub settled: Option<bool>,
     /// Wall time of the whole call (payload out → result stored), ms.
     pub wall_ms: f64,
     /// More runs the board expects (lower bound: adaptive repetitions may add some).
@@ -85,6 +89,8 @@ pub struct Summary {
     pub failed: u32,
     /// Sum of the runs' `timings.total_ms`.
     pub total_ms: f64,
+    /// Sum of the runs' settle waits, ms.
+    pub settle_ms: f64,
     /// Wall time of the whole `study run`, ms.
     pub wall_ms: f64,
 }
@@ -249,6 +255,7 @@ pub fn run_study(
         total.runs += r.runs;
         total.failed += r.failed;
         total.total_ms += r.total_ms;
+        total.settle_ms += r.settle_ms;
     }
     total.wall_ms = started.elapsed().as_secs_f64() * 1e3;
     Ok(total)
@@ -339,8 +346,10 @@ fn run_board(
         st.add(&run);
         st.ran += 1;
         let total_ms = run.result.as_ref().map(job::total_ms).unwrap_or(0.0);
+        let settle_ms = run.result.as_ref().map(job::settle_ms).unwrap_or(0.0);
         summary.runs += 1;
         summary.total_ms += total_ms;
+        summary.settle_ms += settle_ms;
         if run.error.is_some() {
             summary.failed += 1;
         }
@@ -359,6 +368,11 @@ fn run_board(
             decode_tps: run.result.as_ref().and_then(job::decode_tps),
             j_per_token: run.result.as_ref().and_then(job::j_per_token),
             total_ms,
+            settle_ms,
+            settled: run
+                .result
+                .as_ref()
+                .and_then(|r| r["settle"]["settled"].as_bool()),
             wall_ms,
             remaining: remaining(state),
         })));

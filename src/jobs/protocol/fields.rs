@@ -167,8 +167,10 @@ pub(super) fn parse_fields(
     };
     validate_model_name(&model)?;
     let power_mode = parse_power_mode(map)?;
+    let settle = super::settle::parse_settle(map)?;
     if let Some(mut job) = super::quality::parse_quality_job(id, &model, map, limits, defaults)? {
         job.power_mode = power_mode;
+        job.settle = settle;
         return Ok(job);
     }
 
@@ -339,6 +341,7 @@ pub(super) fn parse_fields(
         trace,
         quality: None,
         power_mode,
+        settle,
     })
 }
 

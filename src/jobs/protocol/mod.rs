@@ -12,12 +12,14 @@
 //! - `error.rs`    — [`JobError`] (one stable `code` per variant) and [`Rejected`]
 //! - `fields.rs`   — the per-field parsing of a job object (ranges, types, messages)
 //! - `quality.rs`  — quality job fields (`kind`, `text`, `max_chunks`, `reference`)
+//! - `settle.rs`   — the `settle` field (the board's cooldown gate before the run)
 //! - `messages.rs` — what the daemon publishes: states, status/token/board messages, topics
 
 mod error;
 mod fields;
 mod messages;
 mod quality;
+mod settle;
 #[cfg(test)]
 mod tests;
 
@@ -27,6 +29,7 @@ pub use messages::{
     TokenMsg, Topics,
 };
 pub use quality::QualitySpec;
+pub use settle::{SettleSpec, SETTLE_FIELDS};
 
 use fields::{parse_fields, truncate, type_name};
 use serde::{Deserialize, Serialize};
@@ -77,6 +80,7 @@ pub const JOB_FIELDS: &[&str] = &[
     "prompt_tokens",
     "depth",
     "power_mode",
+    "settle",
 ];
 
 /// Limits applied while parsing a job (from the config's `limits` section).
@@ -144,6 +148,8 @@ pub struct Job {
     /// The `[power_modes.NAME]` to run under (issue 13); `None` = as the board is.
     /// Whether the board has it is the daemon's check (`unknown_power_mode`).
     pub power_mode: Option<String>,
+    /// The `settle` gate to wait for before the run (`None`: start at once).
+    pub settle: Option<SettleSpec>,
 }
 
 /// Parses and validates one job payload. Never panics, whatever the bytes

@@ -166,6 +166,7 @@ pub(super) fn parse_quality_job(
             n_ctx,
         }),
         power_mode: None,
+        settle: None,
     }))
 }
 

@@ -1,0 +1,264 @@
+//! Acceptance: a study survives kill -9. Real Mosquitto, the real model, the real
+//! `edgewatt study run` binary and a daemon in its own process:
+//! 1. `study run` is SIGKILLed after two finished runs (with the next run in flight);
+//! 2. run again, and the daemon is SIGKILLed while it decodes one of the study's runs,
+//!    then restarted: the study completes (the daemon's journal re-runs the cut-off job
+//!    under the same id and answers it), no configuration × repetition twice;
+//! 3. a third `study run` runs nothing.
+//! Every job of the study completed exactly once on the board (one `succeeded`).
+//! A failing run stored with its error while the rest completes is tests/study_fleet.rs.
+
+mod daemon_support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use daemon_support::*;
+use edgewatt::study::StudyDb;
+
+const CHILD_ENV: &str = "EDGEWATT_TEST_RESUME_DAEMON_CONFIG";
+const DEV: &str = "board-k";
+
+/// Not a test: the daemon process (this test binary re-run with `--ignored --exact
+/// child_daemon`), so it can be killed without killing the test.
+#[test]
+#[ignore]
+fn child_daemon() {
+    let Ok(path) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let cfg: edgewatt::config::Config =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+        edgewatt::daemon::run(cfg, async move {
+            term.recv().await;
+        })
+        .await
+        .unwrap();
+    });
+}
+
+fn spawn_daemon(config_path: &Path) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_daemon",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(CHILD_ENV, config_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// `edgewatt study run --json`: the child and a channel of its output lines.
+fn spawn_study(cfg: &Path, db: &Path, plan: &Path) -> (Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgewatt"))
+        .arg("--config")
+        .arg(cfg)
+        .args(["study", "run", "--json", "--db"])
+        .arg(db)
+        .arg(plan)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let t0 = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            t0.elapsed() < timeout,
+            "study run did not finish within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_study_and_killed_daemon_resume_with_no_run_twice() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let dcfg = daemon_config(&broker.url(), DEV, &state);
+    let dcfg_path = dir.path().join("daemon.json");
+    std::fs::write(&dcfg_path, serde_json::to_string(&dcfg).unwrap()).unwrap();
+    let cli_cfg = dir.path().join("edgewatt.toml");
+    std::fs::write(&cli_cfg, format!("[mqtt]\nurl = \"{}\"\n", broker.url())).unwrap();
+    // 2 configurations × 3 repetitions; runs long enough (96 tokens, 1 thread) to be
+    // caught decoding.
+    let plan = dir.path().join("resume.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "[study]\nname = \"resume\"\nseed = 3\nrepetitions = {{ min = 3, max = 3 }}\n\
+             [axes]\ndevice = [\"{DEV}\"]\nmodel = [\"{MODEL}\"]\nthreads = [1]\n\
+             prompt_tokens = [16, 32]\ngen_tokens = [96]\nn_ctx = [256]\n"
+        ),
+    )
+    .unwrap();
+    let db = dir.path().join("resume.study.db");
+
+    let mut watch = Client::connect(
+        &broker.url(),
+        &[
+            &format!("{P}/{DEV}/status"),
+            &format!("{P}/{DEV}/job/+/status"),
+        ],
+        false,
+    )
+    .await;
+    let mut daemon = spawn_daemon(&dcfg_path);
+    wait_online(&mut watch, P, DEV).await;
+
+    // 1. study run killed after two finished runs.
+    let (mut study, lines) = spawn_study(&cli_cfg, &db, &plan);
+    let mut finished = Vec::new();
+    while finished.len() < 2 {
+        let l = lines
+            .recv_timeout(Duration::from_secs(240))
+            .expect("a finished run");
+        finished.push(l);
+    }
+    study.kill().unwrap(); // SIGKILL
+    study.wait().unwrap();
+    let stored = StudyDb::open(&db).unwrap().runs().unwrap();
+    assert!(
+        stored.len() >= 2,
+        "the finished runs are stored: {}",
+        stored.len()
+    );
+
+    // 2. Re-run; the daemon is killed while decoding one of the study's runs.
+    let (mut study, lines) = spawn_study(&cli_cfg, &db, &plan);
+    let decoding = watch
+        .wait_for(Duration::from_secs(240), "a study run decoding", |m| {
+            m.topic.contains("/job/st-") && m.json()["phase"] == "decode"
+        })
+        .await;
+    daemon.kill().unwrap(); // SIGKILL
+    daemon.wait().unwrap();
+    let cut_id = decoding.json()["id"].as_str().unwrap().to_string();
+    watch
+        .wait_for(Duration::from_secs(10), "Will: offline", |m| {
+            m.topic == format!("{P}/{DEV}/status") && m.json()["state"] == "offline"
+        })
+        .await;
+    let mut daemon = spawn_daemon(&dcfg_path);
+    let status = tokio::task::spawn_blocking(move || {
+        let s = wait_exit(&mut study, Duration::from_secs(600));
+        (s, lines.try_iter().collect::<Vec<_>>())
+    })
+    .await
+    .unwrap();
+    assert!(
+        status.0.success(),
+        "the resumed study completes: {:?}",
+        status.0
+    );
+    finished.extend(status.1);
+
+    // 3. Nothing left to run.
+    let (mut study, lines) = spawn_study(&cli_cfg, &db, &plan);
+    let s = tokio::task::spawn_blocking(move || wait_exit(&mut study, Duration::from_secs(120)))
+        .await
+        .unwrap();
+    assert!(s.success());
+    assert_eq!(lines.try_iter().count(), 0, "a complete study runs nothing");
+    watch.pump(Duration::from_secs(1)).await;
+
+    // The database: every configuration × repetition once, all succeeded.
+    let runs = StudyDb::open(&db).unwrap().runs().unwrap();
+    assert_eq!(runs.len(), 6, "2 configurations × 3 repetitions");
+    let keys: BTreeSet<_> = runs
+        .iter()
+        .map(|r| (r.config_hash.clone(), r.repetition))
+        .collect();
+    assert_eq!(keys.len(), 6);
+    let ids: BTreeSet<_> = runs.iter().map(|r| r.job_id.clone()).collect();
+    assert_eq!(ids.len(), 6, "one job id per run");
+    for r in &runs {
+        let res = r
+            .result
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} failed: {:?}", r.job_id, r.error));
+        assert_eq!(res["tokens"]["generated"], 96, "{}", r.job_id);
+        assert_eq!(
+            res["tokens"]["prompt"], r.configuration.prompt_tokens,
+            "{}",
+            r.job_id
+        );
+    }
+    assert!(ids.contains(&cut_id), "the cut-off run is stored: {cut_id}");
+
+    // On the board: each job completed once; the cut-off one was started twice.
+    let mut succeeded: BTreeMap<String, usize> = BTreeMap::new();
+    let mut loads: BTreeMap<String, usize> = BTreeMap::new();
+    for m in watch.msgs.iter().filter(|m| m.topic.contains("/job/st-")) {
+        let j = m.json();
+        let id = j["id"].as_str().unwrap().to_string();
+        if j["state"] == "succeeded" {
+            *succeeded.entry(id.clone()).or_default() += 1;
+        }
+        if j["state"] == "running" && j["phase"] == "load" {
+            *loads.entry(id).or_default() += 1;
+        }
+    }
+    for id in &ids {
+        assert_eq!(
+            succeeded.get(id),
+            Some(&1),
+            "{id} completed exactly once: {succeeded:?}"
+        );
+    }
+    assert_eq!(
+        loads.get(&cut_id),
+        Some(&2),
+        "{cut_id}: cut off, then re-run once: {loads:?}"
+    );
+    // The --json lines name each run once (a run answered twice would print twice).
+    let printed: Vec<String> = finished
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["job_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let distinct: BTreeSet<_> = printed.iter().collect();
+    assert_eq!(distinct.len(), printed.len(), "{printed:?}");
+
+    unsafe {
+        libc::kill(daemon.id() as i32, libc::SIGTERM);
+    }
+    assert!(daemon.wait().unwrap().success());
+    watch.close().await;
+}
