@@ -17,10 +17,12 @@
 //! - `load` — layering with the `config` crate and attributing errors to their source
 //! - `validate` — ranges and cross-key rules
 //! - `mask` — the effective config as TOML with secrets masked
+//! - `metrics` — `[metrics]`: the Prometheus endpoint's address
 
 mod error;
 mod load;
 mod mask;
+mod metrics;
 mod validate;
 
 use std::path::PathBuf;
@@ -29,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::{ConfigError, Origin};
 pub use load::{load, load_from, DEFAULT_PATH, ENV_PREFIX};
+pub use metrics::MetricsConfig;
 pub use validate::BrokerAddr;
 
 use crate::infer::GenerateOptions;
@@ -56,6 +59,8 @@ pub struct Config {
     pub jobs: JobsConfig,
     /// Texts quality jobs score (perplexity, KL divergence).
     pub quality: QualityConfig,
+    /// The Prometheus endpoint (off unless `listen` is set).
+    pub metrics: MetricsConfig,
 }
 
 /// `[device]`

@@ -50,6 +50,8 @@ pub struct Settings {
     pub store_max_bytes: u64,
     /// Where quality jobs' texts are (`[quality] texts_dir`).
     pub texts_dir: PathBuf,
+    /// The Prometheus endpoint's address (`[metrics] listen`); `None`: off.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Settings {
@@ -126,6 +128,7 @@ impl Settings {
             max_age_days: cfg.store.max_age_days,
             store_max_bytes: cfg.store.max_bytes,
             texts_dir: cfg.quality.texts_dir.clone(),
+            metrics_listen: cfg.metrics.listen_addr()?,
         })
     }
 }
