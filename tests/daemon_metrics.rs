@@ -206,6 +206,16 @@ async fn metrics_pass_promtool_and_a_real_prometheus_scrapes_the_job_counter() {
         Some(1.0),
         "{body}"
     );
+    assert_eq!(
+        series(&body, &format!("edgewatt_generated_tokens_total{m}")),
+        r["tokens"]["generated"].as_f64(),
+        "{body}"
+    );
+    assert_eq!(
+        series(&body, &format!("edgewatt_prompt_tokens_total{m}")),
+        r["tokens"]["prompt"].as_f64(),
+        "{body}"
+    );
     let jpt = r["energy"]["j_per_token"]["e2e"].as_f64().unwrap();
     let jpt_sum = series(&body, &format!("edgewatt_energy_per_token_joules_sum{m}")).unwrap();
     assert!(
