@@ -18,11 +18,13 @@
 //! - `validate` — ranges and cross-key rules
 //! - `mask` — the effective config as TOML with secrets masked
 //! - `power_modes` — `[power_modes.NAME]` checks
+//! - `metrics` — `[metrics]`: the Prometheus endpoint's address
 
 mod error;
 mod load;
 mod mask;
 mod power_modes;
+mod metrics;
 mod validate;
 
 use std::path::PathBuf;
@@ -31,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::{ConfigError, Origin};
 pub use load::{load, load_from, DEFAULT_PATH, ENV_PREFIX};
+pub use metrics::MetricsConfig;
 pub use validate::BrokerAddr;
 
 use crate::infer::GenerateOptions;
@@ -61,6 +64,8 @@ pub struct Config {
     /// Power modes a job may name (`[power_modes.NAME]`, issue 13).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub power_modes: std::collections::BTreeMap<String, crate::powermode::PowerModeSpec>,
+    /// The Prometheus endpoint (off unless `listen` is set).
+    pub metrics: MetricsConfig,
 }
 
 /// `[device]`

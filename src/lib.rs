@@ -14,6 +14,7 @@
 //! - [`trace`]   — traces, energy math, thermal co-recording, SQLite store, export, plots
 //! - [`jobs`]    — the MQTT protocol, job journal/outbox, broker session
 //! - [`daemon`]  — `run(config, shutdown)`: wires everything, owns cancellation; sd_notify
+//! - [`metrics`] — Prometheus metrics: registry, scrape-time collector, `/metrics` server
 //! - [`quality`] — perplexity and KL divergence on a text (llama-perplexity's method)
 //! - [`study`]   — study plans, runs across boards, statistics, reports
 //! - [`cli`]     — one module per subcommand
@@ -24,6 +25,7 @@ pub mod config;
 pub mod daemon;
 pub mod infer;
 pub mod jobs;
+pub mod metrics;
 pub mod power;
 pub mod powermode;
 pub mod quality;

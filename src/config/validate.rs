@@ -111,6 +111,9 @@ fn readable(key: &str, path: &Path) -> Result<(), ConfigError> {
 
 /// All the rules, section by section.
 pub(super) fn validate(c: &Config) -> Result<(), ConfigError> {
+    // [metrics]
+    super::metrics::validate(&c.metrics)?;
+
     // [device]
     id("device.id", &c.device.id, 64)?;
     if let Some(label) = &c.device.label {

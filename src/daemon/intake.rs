@@ -106,6 +106,7 @@ async fn handle(ctx: &Arc<Ctx>, topic: &str, p: &Publish) -> Result<(), JournalE
             let position = ctx.queue.len() + usize::from(ctx.queue.running().is_some());
             ctx.publish_status(&id, JobState::Accepted, None, Some(position), None)
                 .await;
+            let model = job.request.model.clone();
             let queued = QueuedJob {
                 job,
                 reply: reply.clone(),
@@ -119,6 +120,8 @@ async fn handle(ctx: &Arc<Ctx>, topic: &str, p: &Publish) -> Result<(), JournalE
                 };
                 ctx.finish_with_error(&id, &reply, JobState::Rejected, body)
                     .await?;
+                ctx.metrics
+                    .job_finished(&model, JobState::Rejected.as_str(), None);
             }
             ctx.status_wake.notify_one();
         }
@@ -158,6 +161,8 @@ async fn reject(
     ctx.journal
         .call(move |j| j.record_rejected(&jid, &pl, &rp, &tp, &rj, &messages))
         .await?;
+    ctx.metrics
+        .job_finished("", JobState::Rejected.as_str(), None);
     ctx.outbox_wake.notify_one();
     Ok(())
 }
@@ -171,6 +176,8 @@ async fn reject_without_id(
     error: &JobError,
 ) -> Result<(), JournalError> {
     tracing::info!("payload on '{topic}' rejected: {error}");
+    ctx.metrics
+        .job_finished("", JobState::Rejected.as_str(), None);
     send_payload_error(ctx, topic, reply, error.to_error_body()).await
 }
 
@@ -277,6 +284,8 @@ async fn cancel(ctx: &Arc<Ctx>, id: &str) -> Result<(), JournalError> {
             };
             ctx.finish_with_error(id, &q.reply, JobState::Canceled, body)
                 .await?;
+            ctx.metrics
+                .job_finished(&q.job.request.model, JobState::Canceled.as_str(), None);
             ctx.status_wake.notify_one();
         }
         CancelOutcome::Running => tracing::info!("job '{id}' canceled while running"),

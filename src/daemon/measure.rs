@@ -148,6 +148,11 @@ impl Measure {
         &self.settle_refs
     }
 
+    /// The sampler, when sensors are configured (the metrics read its counters).
+    pub fn sampler(&self) -> Option<Arc<SamplerHandle>> {
+        self.sampler.clone()
+    }
+
     /// Rail names, for the board status.
     pub fn rail_names(&self) -> Vec<String> {
         self.sampler

@@ -20,11 +20,13 @@
 //! - [`measure`]  — sampler + thermal + trace → energy summary
 //! - [`recovery`] — what a restart does with jobs left accepted or running
 //! - [`power_mode`] — a job's power mode: checked, applied, recorded, restored (crash-safe)
+//! - [`metrics`]  — the Prometheus endpoint's source, server and rail-energy task
 pub mod logging;
 pub mod systemd;
 
 pub mod intake;
 pub mod measure;
+pub mod metrics;
 pub mod outbox;
 pub mod power_mode;
 pub mod quality_job;
@@ -77,6 +79,8 @@ pub struct Ctx {
     pub status_wake: Notify,
     /// Set when draining: intake refuses nothing but stops acking new jobs.
     pub draining: CancellationToken,
+    /// Prometheus metrics (updated whether or not `[metrics] listen` serves them).
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Runs the daemon until `shutdown` completes (SIGTERM/SIGINT in the binary, a
@@ -172,6 +176,7 @@ async fn run_inner(
     let (session, events) = mqtt::start(session_opts, root.child_token(), tracker)
         .context("cannot set up the MQTT session")?;
 
+    let (metrics, metrics_slot) = metrics::new_metrics(&settings.device);
     let ctx = Arc::new(Ctx {
         topics,
         session,
@@ -183,8 +188,13 @@ async fn run_inner(
         outbox_wake: Notify::new(),
         status_wake: Notify::new(),
         draining: CancellationToken::new(),
+        metrics,
         settings,
     });
+    metrics::attach(&metrics_slot, &ctx);
+    if let Some(listen) = ctx.settings.metrics_listen {
+        metrics::start(&ctx, listen, tracker, root.child_token()).await?;
+    }
 
     // Jobs left from the previous run go back in the queue before anything new.
     recovery::recover(&ctx)

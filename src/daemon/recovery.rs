@@ -21,6 +21,8 @@ pub async fn recover(ctx: &Arc<Ctx>) -> Result<(), JournalError> {
                 // The limits changed since it was accepted.
                 ctx.finish_with_error(&j.id, &j.reply, JobState::Rejected, r.error.to_error_body())
                     .await?;
+                ctx.metrics
+                    .job_finished("", JobState::Rejected.as_str(), None);
                 continue;
             }
         };
@@ -42,6 +44,8 @@ pub async fn recover(ctx: &Arc<Ctx>) -> Result<(), JournalError> {
                 };
                 ctx.finish_with_error(&j.id, &j.reply, JobState::Failed, body)
                     .await?;
+                ctx.metrics
+                    .job_finished(&job.request.model, JobState::Failed.as_str(), None);
                 continue;
             }
             tracing::warn!(

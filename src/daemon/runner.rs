@@ -131,6 +131,8 @@ async fn run_one(
         let _ = ctx
             .finish_with_error(&id, &q.reply, JobState::Failed, body)
             .await;
+        ctx.metrics
+            .job_finished(&q.job.request.model, JobState::Failed.as_str(), None);
         return;
     }
 
@@ -279,6 +281,9 @@ async fn finish_report(
         obj.insert("error".into(), json!(e));
     }
     let messages = ctx.terminal_messages(id, &q.reply, state, error.as_ref(), &result);
+    let figures = crate::metrics::JobFigures::from_result(&result);
+    ctx.metrics
+        .job_finished(&q.job.request.model, state.as_str(), Some(&figures));
     let (jid, rj) = (id.clone(), result.to_string());
     if let Err(e) = ctx
         .journal
@@ -321,6 +326,8 @@ async fn finish_error(ctx: &Arc<Ctx>, q: &QueuedJob, e: EngineError, request_jso
     if let Err(err) = ctx.finish_with_error(id, &q.reply, state, body).await {
         tracing::error!("cannot journal the outcome of job '{id}': {err}");
     }
+    ctx.metrics
+        .job_finished(&q.job.request.model, state.as_str(), None);
     ctx.measure
         .store(id, state.as_str(), request_json, &result, None)
         .await;

@@ -57,6 +57,8 @@ pub struct Settings {
     pub power_mode_root: PathBuf,
     /// How long a mode may take to read back after it is written.
     pub power_mode_timeout: Duration,
+    /// The Prometheus endpoint's address (`[metrics] listen`); `None`: off.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Settings {
@@ -136,6 +138,7 @@ impl Settings {
             power_modes: cfg.power_modes.clone(),
             power_mode_root: PathBuf::from("/"),
             power_mode_timeout: Duration::from_secs(2),
+            metrics_listen: cfg.metrics.listen_addr()?,
         })
     }
 }

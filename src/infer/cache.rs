@@ -9,6 +9,8 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What a loaded model is: its file and the layers it was loaded with on the GPU.
@@ -56,12 +58,16 @@ pub struct Entry<M> {
 /// LRU cache of loaded models.
 pub struct ModelCache<M> {
     entries: Vec<Entry<M>>,
+    /// Bytes of all entries, kept current after every change so other threads (the
+    /// metrics endpoint) can read it without asking the inference thread.
+    resident_bytes: Arc<AtomicU64>,
 }
 
 impl<M> Default for ModelCache<M> {
     fn default() -> Self {
         ModelCache {
             entries: Vec::new(),
+            resident_bytes: Arc::new(AtomicU64::new(0)),
         }
     }
 }
@@ -92,12 +98,14 @@ impl<M> ModelCache<M> {
     pub fn insert(&mut self, entry: Entry<M>) {
         self.entries.retain(|e| e.key != entry.key);
         self.entries.push(entry);
+        self.publish_bytes();
     }
 
     /// Marks a model used now with the given keep-alive; a keep-alive of 0 unloads it.
     pub fn touch(&mut self, key: &ModelKey, keep_alive_s: i64, now: Instant) {
         if keep_alive_s == 0 {
             self.entries.retain(|e| e.key != *key);
+            self.publish_bytes();
             return;
         }
         if let Some(e) = self.entries.iter_mut().find(|e| e.key == *key) {
@@ -128,6 +136,7 @@ impl<M> ModelCache<M> {
                 None => break,
             }
         }
+        self.publish_bytes();
         evicted
     }
 
@@ -142,11 +151,25 @@ impl<M> ModelCache<M> {
             }
             keep
         });
+        if !gone.is_empty() {
+            self.publish_bytes();
+        }
         gone
     }
 
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// A shared reading of the bytes the cache holds (what [`bytes_except`](Self::bytes_except)
+    /// with `None` says), updated on every change.
+    pub fn resident_bytes(&self) -> Arc<AtomicU64> {
+        self.resident_bytes.clone()
+    }
+
+    fn publish_bytes(&self) {
+        self.resident_bytes
+            .store(self.bytes_except(None), Ordering::Relaxed);
     }
 
     pub fn is_empty(&self) -> bool {

@@ -101,6 +101,8 @@ pub struct Engine {
     /// Monotonic ns of the inference thread's last sign of progress (an idle tick or
     /// an engine event): what the systemd watchdog checks.
     heartbeat: Arc<AtomicU64>,
+    /// Bytes of the models the inference thread holds loaded (its cache keeps it current).
+    cache_bytes: Arc<AtomicU64>,
 }
 
 /// Forwards events and records each as progress.
@@ -138,11 +140,18 @@ impl Engine {
         let thread_cfg = cfg.clone();
         let heartbeat = Arc::new(AtomicU64::new(monotonic_ns()));
         let beat = heartbeat.clone();
+        let worker = Worker::new(thread_cfg, beat);
+        let cache_bytes = worker.cache_bytes();
         std::thread::Builder::new()
             .name("edgewatt-infer".into())
-            .spawn(move || Worker::new(thread_cfg, beat).run(rx, cancel))
+            .spawn(move || worker.run(rx, cancel))
             .map_err(|e| EngineError::Backend(format!("cannot spawn inference thread: {e}")))?;
-        Ok(Engine { tx, cfg, heartbeat })
+        Ok(Engine {
+            tx,
+            cfg,
+            heartbeat,
+            cache_bytes,
+        })
     }
 
     /// Monotonic ns of the inference thread's last progress: it beats every
@@ -150,6 +159,11 @@ impl Engine {
     /// A wedged llama.cpp call stops it.
     pub fn last_progress_ns(&self) -> u64 {
         self.heartbeat.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of the models loaded in the engine's cache now.
+    pub fn model_cache_bytes(&self) -> u64 {
+        self.cache_bytes.load(Ordering::Relaxed)
     }
 
     pub fn config(&self) -> &EngineConfig {

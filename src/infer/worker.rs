@@ -68,6 +68,11 @@ impl Worker {
         }
     }
 
+    /// The cache's live byte count, for [`Engine::model_cache_bytes`](super::Engine::model_cache_bytes).
+    pub(super) fn cache_bytes(&self) -> Arc<AtomicU64> {
+        self.cache.resident_bytes()
+    }
+
     pub(super) fn run(mut self, rx: Receiver<Command>, cancel: CancellationToken) {
         loop {
             if cancel.is_cancelled() {
