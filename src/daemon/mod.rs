@@ -19,6 +19,7 @@
 //! - [`status`]   — retained board status, live power, watchdog
 //! - [`measure`]  — sampler + thermal + trace → energy summary
 //! - [`recovery`] — what a restart does with jobs left accepted or running
+//! - [`unjournaled`] — answers when the state directory refuses writes (disk full)
 pub mod logging;
 pub mod systemd;
 
@@ -31,6 +32,7 @@ mod replies;
 pub mod runner;
 pub mod settings;
 pub mod status;
+pub mod unjournaled;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -72,6 +74,9 @@ pub struct Ctx {
     pub status_wake: Notify,
     /// Set when draining: intake refuses nothing but stops acking new jobs.
     pub draining: CancellationToken,
+    /// Outcomes answered directly because the journal refused them (disk full),
+    /// written to the journal once it takes writes again.
+    pub unjournaled: unjournaled::Pending,
 }
 
 /// Runs the daemon until `shutdown` completes (SIGTERM/SIGINT in the binary, a
@@ -170,6 +175,7 @@ async fn run_inner(
         outbox_wake: Notify::new(),
         status_wake: Notify::new(),
         draining: CancellationToken::new(),
+        unjournaled: Default::default(),
         settings,
     });
 
