@@ -101,3 +101,14 @@ study-demo: model build
 .PHONY: bench-study-parallel
 bench-study-parallel: model build
 	@bash bench/study-parallel.sh "$(BIN)" $(BENCH_STUDY_PARALLEL_ARGS)
+
+## soak: the long soak and faults run (tests/soak): 3 daemons on a real Mosquitto with
+# SmolLM2, seeded kill -9s, broker restarts, a store filesystem (tmpfs) that fills up,
+# simulated I2C faults and malformed payloads; prints the outcome table (SOAK_REPORT=FILE
+# writes it too). SOAK_JOBS (500), SOAK_SEED (14); SOAK_KILLS, SOAK_BROKER_RESTARTS,
+# SOAK_DISK_FULL override the counts; SOAK_KEEP=1 keeps the logs. Needs root for the tmpfs.
+.PHONY: soak
+SOAK_JOBS ?= 500
+SOAK_SEED ?= 14
+soak: model
+	SOAK_JOBS=$(SOAK_JOBS) SOAK_SEED=$(SOAK_SEED) $(CARGO) test --release --locked --test soak -- --ignored --nocapture soak_long

@@ -1,8 +1,10 @@
 //! Incoming messages: jobs and cancels.
 //!
 //! A job is acked to the broker only after the journal holds it (accepted or
-//! rejected); if journaling fails the message stays unacked and the broker redelivers
-//! it on our next session. The intake never waits on inference: it journals (on the
+//! rejected). If the journal refuses the write (the state directory's filesystem is
+//! full), the job is rejected with `store_full` straight over the session and acked:
+//! left unacked it would wait, unanswered, until our next session (issue 14's soak).
+//! A cancel that cannot be journaled stays unacked (redelivered at the next session). The intake never waits on inference: it journals (on the
 //! blocking pool), publishes `accepted`, queues, acks, and moves on.
 
 use std::sync::Arc;
@@ -49,6 +51,10 @@ pub async fn run(ctx: Arc<Ctx>, mut events: mpsc::Receiver<SessionEvent>, stop: 
                 }
                 match handle(&ctx, &topic, &p).await {
                     Ok(()) => {
+                        let _ = ctx.session.ack(p).await;
+                    }
+                    Err(e) if !is_cancel => {
+                        ctx.reject_unjournaled(&topic, &p, &e).await;
                         let _ = ctx.session.ack(p).await;
                     }
                     Err(e) => {
@@ -118,8 +124,10 @@ async fn handle(ctx: &Arc<Ctx>, topic: &str, p: &Publish) -> Result<(), JournalE
                     code: "queue_full".into(),
                     message: full.to_string(),
                 };
-                ctx.finish_with_error(&id, &reply, JobState::Rejected, body)
-                    .await?;
+                // On a journal failure it was answered directly; the job is acked.
+                let _ = ctx
+                    .finish_with_error(&id, &reply, JobState::Rejected, body)
+                    .await;
                 ctx.metrics
                     .job_finished(&model, JobState::Rejected.as_str(), None);
             }
@@ -282,8 +290,10 @@ async fn cancel(ctx: &Arc<Ctx>, id: &str) -> Result<(), JournalError> {
                 code: "canceled".into(),
                 message: "canceled by request while queued".into(),
             };
-            ctx.finish_with_error(id, &q.reply, JobState::Canceled, body)
-                .await?;
+            // On a journal failure it was answered directly (and is retried).
+            let _ = ctx
+                .finish_with_error(id, &q.reply, JobState::Canceled, body)
+                .await;
             ctx.metrics
                 .job_finished(&q.job.request.model, JobState::Canceled.as_str(), None);
             ctx.status_wake.notify_one();

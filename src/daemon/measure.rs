@@ -272,17 +272,33 @@ impl Measure {
         result: &Value,
         trace: Option<Trace>,
     ) {
+        if let Err(e) = self.try_store(id, state, request_json, result, trace).await {
+            tracing::warn!("cannot store the trace of a job: {e}");
+        }
+    }
+
+    /// [`Measure::store`] that says whether it worked (the runner fails a job whose
+    /// result cannot be stored: `store_full`).
+    pub async fn try_store(
+        &self,
+        id: &str,
+        state: &str,
+        request_json: String,
+        result: &Value,
+        trace: Option<Trace>,
+    ) -> Result<bool, StoreError> {
         let this = self.clone();
         let (id, state, result) = (id.to_string(), state.to_string(), result.clone());
-        let res = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             this.store_blocking(&id, &state, &request_json, &result, trace.as_ref())
         })
-        .await;
-        match res {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!("cannot store the trace of a job: {e}"),
-            Err(_) => tracing::warn!("the trace store task panicked"),
-        }
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Corrupt {
+                job: String::new(),
+                why: "the trace store task panicked".into(),
+            })
+        })
     }
 
     /// The work of [`Measure::store`], on the calling thread. `Ok(false)` when no

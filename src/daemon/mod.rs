@@ -21,6 +21,7 @@
 //! - [`recovery`] — what a restart does with jobs left accepted or running
 //! - [`power_mode`] — a job's power mode: checked, applied, recorded, restored (crash-safe)
 //! - [`metrics`]  — the Prometheus endpoint's source, server and rail-energy task
+//! - [`unjournaled`] — answers when the state directory refuses writes (disk full)
 pub mod logging;
 pub mod systemd;
 
@@ -36,6 +37,7 @@ pub mod runner;
 pub mod settings;
 pub mod settle;
 pub mod status;
+pub mod unjournaled;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -81,6 +83,9 @@ pub struct Ctx {
     pub draining: CancellationToken,
     /// Prometheus metrics (updated whether or not `[metrics] listen` serves them).
     pub metrics: crate::metrics::Metrics,
+    /// Outcomes answered directly because the journal refused them (disk full),
+    /// written to the journal once it takes writes again.
+    pub unjournaled: unjournaled::Pending,
 }
 
 /// Runs the daemon until `shutdown` completes (SIGTERM/SIGINT in the binary, a
@@ -189,6 +194,7 @@ async fn run_inner(
         status_wake: Notify::new(),
         draining: CancellationToken::new(),
         metrics,
+        unjournaled: Default::default(),
         settings,
     });
     metrics::attach(&metrics_slot, &ctx);

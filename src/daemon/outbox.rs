@@ -2,7 +2,7 @@
 //! them (PUBACK). Rows stay unsent across restarts until acknowledged, so results
 //! are delivered at least once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,11 @@ const RESEND_AFTER: Duration = Duration::from_secs(60);
 pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) {
     let (ack_tx, mut ack_rx) = mpsc::channel::<i64>(WINDOW * 2);
     let mut inflight: HashMap<i64, Instant> = HashMap::new();
+    // Rows the broker acknowledged that the journal could not mark sent (disk full):
+    // never published again from here, marked on the next tick. Without this, every
+    // PUBACK re-read them as unsent and published them again at once — a hot loop
+    // that answered jobs over and over while the disk was full (the soak, issue 14).
+    let mut acked_unmarked: HashSet<i64> = HashSet::new();
     let mut tick = tokio::time::interval(Duration::from_secs(15));
     // Retention, hourly: the store's jobs and traces (`store.max_age_days`,
     // `store.max_bytes`) and the journal (finished jobs and sent rows only).
@@ -31,11 +36,11 @@ pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) {
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Rows left unsent by a previous run go first.
-    publish_unsent(&ctx, &ack_tx, &mut inflight).await;
+    publish_unsent(&ctx, &ack_tx, &mut inflight, &acked_unmarked).await;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = ctx.outbox_wake.notified() => publish_unsent(&ctx, &ack_tx, &mut inflight).await,
+            _ = ctx.outbox_wake.notified() => publish_unsent(&ctx, &ack_tx, &mut inflight, &acked_unmarked).await,
             Some(seq) = ack_rx.recv() => {
                 let mut acked = vec![seq];
                 while let Ok(s) = ack_rx.try_recv() {
@@ -44,11 +49,15 @@ pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) {
                 for s in &acked {
                     inflight.remove(s);
                 }
+                let keep = acked.clone();
                 if let Err(e) = ctx.journal.call(move |j| j.mark_sent(&acked)).await {
-                    tracing::error!("cannot mark outbox rows sent: {e}");
+                    if acked_unmarked.is_empty() {
+                        tracing::error!("cannot mark outbox rows sent (retried every 15 s): {e}");
+                    }
+                    acked_unmarked.extend(keep);
                 }
                 if inflight.len() < WINDOW / 2 {
-                    publish_unsent(&ctx, &ack_tx, &mut inflight).await;
+                    publish_unsent(&ctx, &ack_tx, &mut inflight, &acked_unmarked).await;
                 }
             }
             _ = prune.tick() => {
@@ -68,10 +77,19 @@ pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) {
                 }
             }
             _ = tick.tick() => {
+                if !acked_unmarked.is_empty() {
+                    let seqs: Vec<i64> = acked_unmarked.iter().copied().collect();
+                    if ctx.journal.call(move |j| j.mark_sent(&seqs)).await.is_ok() {
+                        acked_unmarked.clear();
+                    }
+                }
+                if !ctx.unjournaled.is_empty() {
+                    ctx.retry_unjournaled().await;
+                }
                 if *ctx.session.connected().borrow() {
                     inflight.retain(|_, at| at.elapsed() < RESEND_AFTER);
                 }
-                publish_unsent(&ctx, &ack_tx, &mut inflight).await;
+                publish_unsent(&ctx, &ack_tx, &mut inflight, &acked_unmarked).await;
             }
         }
     }
@@ -81,6 +99,7 @@ async fn publish_unsent(
     ctx: &Arc<Ctx>,
     ack_tx: &mpsc::Sender<i64>,
     inflight: &mut HashMap<i64, Instant>,
+    acked_unmarked: &HashSet<i64>,
 ) {
     if inflight.len() >= WINDOW {
         return;
@@ -96,7 +115,7 @@ async fn publish_unsent(
         if inflight.len() >= WINDOW {
             break;
         }
-        if inflight.contains_key(&row.seq) {
+        if inflight.contains_key(&row.seq) || acked_unmarked.contains(&row.seq) {
             continue;
         }
         let msg = OutMessage {

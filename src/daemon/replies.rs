@@ -107,9 +107,17 @@ impl Ctx {
         let result = self.error_result(id, state, &error);
         let messages = self.terminal_messages(id, reply, state, Some(&error), &result);
         let (jid, rj) = (id.to_string(), result.to_string());
-        self.journal
-            .call(move |j| j.finish(&jid, state, &rj, &messages))
-            .await?;
+        let (msgs, rj2) = (messages.clone(), rj.clone());
+        if let Err(e) = self
+            .journal
+            .call(move |j| j.finish(&jid, state, &rj, &msgs))
+            .await
+        {
+            // Disk full: answered anyway, straight over the session (see `unjournaled`).
+            self.answer_unjournaled(&e, messages, Some((id, state, rj2)))
+                .await;
+            return Err(e);
+        }
         self.outbox_wake.notify_one();
         Ok(())
     }

@@ -125,7 +125,7 @@ async fn run_one(
         // Without the attempt recorded a crash could re-run it forever; fail it now.
         tracing::error!("cannot journal the start of job '{id}': {e}");
         let body = ErrorBody {
-            code: "journal_failed".into(),
+            code: super::unjournaled::journal_code(&e).into(),
             message: e.to_string(),
         };
         let _ = ctx
@@ -280,18 +280,7 @@ async fn finish_report(
     if let (Some(e), Some(obj)) = (&error, result.as_object_mut()) {
         obj.insert("error".into(), json!(e));
     }
-    let messages = ctx.terminal_messages(id, &q.reply, state, error.as_ref(), &result);
     let figures = crate::metrics::JobFigures::from_result(&result);
-    ctx.metrics
-        .job_finished(&q.job.request.model, state.as_str(), Some(&figures));
-    let (jid, rj) = (id.clone(), result.to_string());
-    if let Err(e) = ctx
-        .journal
-        .call(move |j| j.finish(&jid, state, &rj, &messages))
-        .await
-    {
-        tracing::error!("cannot journal the result of job '{id}': {e}");
-    }
     tracing::info!(
         "job '{id}' {}: {} tokens, decode {:.1} t/s",
         state.as_str(),
@@ -303,9 +292,44 @@ async fn finish_report(
             publish_trace(ctx, id, q.job.trace, t).await;
         }
     }
-    ctx.measure
-        .store(id, state.as_str(), request_json, &result, measured.trace)
-        .await;
+    // Stored before it is answered: a result the store cannot keep (disk full) fails
+    // the job with a code instead of answering `succeeded` for a row that is not there.
+    let (state, error, result) = match ctx
+        .measure
+        .try_store(id, state.as_str(), request_json, &result, measured.trace)
+        .await
+    {
+        Ok(_) => (state, error, result),
+        Err(e) => {
+            let code = match &e {
+                crate::trace::StoreError::Sql(s) => super::unjournaled::code_for(s, "store_failed"),
+                _ => "store_failed",
+            };
+            tracing::error!("cannot store the result of job '{id}': {e}");
+            let body = ErrorBody {
+                code: code.into(),
+                message: format!(
+                    "the job ran but its result cannot be stored in '{}': {e}",
+                    ctx.settings.store_path.display()
+                ),
+            };
+            let result = ctx.error_result(id, JobState::Failed, &body);
+            (JobState::Failed, Some(body), result)
+        }
+    };
+    let stored = state != JobState::Failed;
+    ctx.metrics
+        .job_finished(&q.job.request.model, state.as_str(), stored.then_some(&figures));
+    let messages = ctx.terminal_messages(id, &q.reply, state, error.as_ref(), &result);
+    let (jid, rj, msgs) = (id.clone(), result.to_string(), messages.clone());
+    if let Err(e) = ctx
+        .journal
+        .call(move |j| j.finish(&jid, state, &rj, &msgs))
+        .await
+    {
+        ctx.answer_unjournaled(&e, messages, Some((id, state, result.to_string())))
+            .await;
+    }
 }
 
 async fn finish_error(ctx: &Arc<Ctx>, q: &QueuedJob, e: EngineError, request_json: String) {
