@@ -48,6 +48,7 @@ fn runs() -> Vec<StoredRun> {
                 batch: None,
                 n_gpu_layers: 0,
                 power_mode: None,
+                quality: None,
             };
             let rep: u32 = stem.rsplit('r').next().unwrap().parse().unwrap();
             StoredRun {

@@ -97,7 +97,10 @@ pub fn run(args: StudyArgs, cfg: &Config) -> anyhow::Result<()> {
 
 fn load(path: &Path, local: bool) -> anyhow::Result<(LoadedPlan, Vec<Configuration>)> {
     let loaded = plan::load(path)?;
-    let cfgs = expand(&loaded.plan)?;
+    let mut cfgs = expand(&loaded.plan)?;
+    // [quality]: one scoring run per board × model, stored and resumed like the rest.
+    let quality_runs = crate::study::quality::quality_runs(&loaded.plan, &cfgs);
+    cfgs.extend(quality_runs);
     if local {
         if let Some(c) = cfgs.iter().find(|c| c.device != "local") {
             anyhow::bail!(
@@ -192,10 +195,11 @@ fn dry_run(a: &PlanArgs, cfg: &Config) -> anyhow::Result<()> {
         }
     };
     println!(
-        "study '{}' (plan sha256 {}), {} configurations, order {:?}, repetitions {}..{} (target CI ±{:.1} %)",
+        "study '{}' (plan sha256 {}), {} configurations + {} quality runs, order {:?}, repetitions {}..{} (target CI ±{:.1} %)",
         loaded.plan.study.name,
         &loaded.sha256[..12],
-        cfgs.len(),
+        cfgs.iter().filter(|c| c.quality.is_none()).count(),
+        cfgs.iter().filter(|c| c.quality.is_some()).count(),
         loaded.plan.study.order,
         reps.min,
         reps.max,
@@ -208,13 +212,38 @@ fn dry_run(a: &PlanArgs, cfg: &Config) -> anyhow::Result<()> {
     let mut per_board: BTreeMap<&str, (u32, u32, f64)> = BTreeMap::new();
     for c in &cfgs {
         let have = stored.get(&c.hash().0).map_or(0, |v| v.len() as u32);
-        let todo_min = reps.min.saturating_sub(have);
-        let todo_max = reps.max.saturating_sub(have);
-        let per_run = eta_s(c, &stored, &cfg.models.dir);
+        let (lo, hi) = if c.quality.is_some() {
+            (1, 1)
+        } else {
+            (reps.min, reps.max)
+        };
+        let todo_min = lo.saturating_sub(have);
+        let todo_max = hi.saturating_sub(have);
+        let per_run = match &c.quality {
+            Some(q) if !stored.contains_key(&c.hash().0) => {
+                crate::study::quality::eta_s(c, q, &cfg.models.dir, &cfg.quality.texts_dir)
+            }
+            _ => eta_s(c, &stored, &cfg.models.dir),
+        };
         let e = per_board.entry(c.device.as_str()).or_default();
         e.0 += todo_min;
         e.1 += todo_max;
         e.2 += per_run * f64::from(todo_min);
+        if let Some(q) = &c.quality {
+            println!(
+                "  {:<10} {:<30} quality: {} on '{}', n_ctx {}, chunks {}{}  stored {have}  eta {per_run:.1} s",
+                c.device,
+                c.model,
+                q.kind,
+                q.text,
+                c.n_ctx,
+                q.max_chunks.map_or("all".into(), |n| n.to_string()),
+                q.reference
+                    .as_ref()
+                    .map_or(String::new(), |r| format!(", reference {r}")),
+            );
+            continue;
+        }
         println!(
             "  {:<10} {:<30} {:>7} {:>6} {:>6} {:>6} {:>6} {:>5} {:>6}  {:>6.1}",
             c.device,
@@ -253,6 +282,8 @@ fn dry_run(a: &PlanArgs, cfg: &Config) -> anyhow::Result<()> {
     if !boards.is_empty() {
         check_boards(&cfgs, &boards, true, &mut |_| {})?;
     }
+    let model_dir = a.local.then_some(cfg.models.dir.as_path());
+    crate::study::quality::check_references(&cfgs, &boards, model_dir)?;
     Ok(())
 }
 
@@ -277,16 +308,14 @@ fn run_plan(a: &RunArgs, cfg: &Config) -> anyhow::Result<()> {
     };
     if a.local {
         locals.push(LocalBoard::start(cfg, cancel.child_token())?);
-        check_boards(
-            &cfgs,
-            &[("local".into(), local_status(cfg))],
-            false,
-            &mut warn,
-        )?;
+        let local = [("local".into(), local_status(cfg))];
+        check_boards(&cfgs, &local, false, &mut warn)?;
+        crate::study::quality::check_references(&cfgs, &local, Some(&cfg.models.dir))?;
     } else {
         let opts = ClientOptions::from_config(cfg)?;
         let statuses = rt.block_on(fleet_statuses(&opts))?;
         check_boards(&cfgs, &statuses, false, &mut warn)?;
+        crate::study::quality::check_references(&cfgs, &statuses, None)?;
         let mut devices: Vec<&str> = cfgs.iter().map(|c| c.device.as_str()).collect();
         devices.sort();
         devices.dedup();

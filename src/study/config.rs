@@ -39,6 +39,10 @@ pub struct Configuration {
     /// Power mode name the board's configuration defines (None = as the board is).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub power_mode: Option<String>,
+    /// Set for a quality run (the plan's `[quality]`): one per board × model, scored
+    /// once; absent (and not hashed) for every other configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<super::quality::QualityRun>,
 }
 
 /// Hex sha256 of a configuration's canonical JSON: the key runs are stored under,
@@ -99,6 +103,7 @@ mod tests {
             batch: None,
             n_gpu_layers: 0,
             power_mode: None,
+            quality: None,
         }
     }
 

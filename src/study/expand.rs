@@ -99,6 +99,7 @@ fn product(t: &AxisValues, axes: &AxisValues) -> Vec<Configuration> {
                                                 batch,
                                                 n_gpu_layers,
                                                 power_mode: power_mode.clone(),
+                                                quality: None,
                                             });
                                         }
                                     }

@@ -25,8 +25,12 @@ pub fn job_id(plan_sha256: &str, config_hash: &str, repetition: u32, attempt: u3
 
 /// The job payload of one run: a synthetic prompt of exactly `prompt_tokens`, exactly
 /// `gen_tokens` generated (`ignore_eos` + `max_tokens`), greedy, the plan's seed (every
-/// repetition sees the same prompt), `warmup` unmeasured runs first.
+/// repetition sees the same prompt), `warmup` unmeasured runs first. A quality run (the
+/// plan's `[quality]`) is its quality job instead ([`super::quality::payload`]).
 pub fn payload(id: &str, c: &Configuration, plan: &Plan, warmup: u32) -> Value {
+    if let Some(q) = &c.quality {
+        return super::quality::payload(id, c, q);
+    }
     let mut m = Map::new();
     m.insert("id".into(), json!(id));
     m.insert("model".into(), json!(c.model));
@@ -126,6 +130,7 @@ mod tests {
             batch: Some(256),
             n_gpu_layers: 0,
             power_mode: None,
+            quality: None,
         }
     }
 

@@ -23,6 +23,8 @@ pub struct LocalBoard {
     measure: Measure,
     limits: Limits,
     defaults: crate::infer::GenerateOptions,
+    /// `[quality] texts_dir`: where a quality run's text is resolved.
+    texts_dir: std::path::PathBuf,
     /// Idle window before each run (`power.idle_window_ms`; 0 without sensors): the
     /// baseline of the run's idle-subtracted energy.
     idle_window: Duration,
@@ -62,6 +64,7 @@ impl LocalBoard {
             measure,
             limits: Limits::default(),
             defaults: cfg.inference.clone(),
+            texts_dir: cfg.quality.texts_dir.clone(),
             idle_window,
             status,
             cancel,
@@ -100,13 +103,43 @@ impl Board for LocalBoard {
         let recording = self.measure.begin_job();
         let log = Arc::new(Mutex::new(EventLog::default()));
         let observer: Box<dyn EventObserver> = Box::new(log.clone());
-        let report = self
-            .engine
-            .generate_blocking(job.request.clone(), observer, self.cancel.child_token())
-            .map_err(|e| ErrorBody {
-                code: e.code().to_string(),
-                message: e.to_string(),
-            })?;
+        let engine_error = |e: crate::infer::EngineError| ErrorBody {
+            code: e.code().to_string(),
+            message: e.to_string(),
+        };
+        let report = match &job.quality {
+            // A quality job ([quality]): the text from texts_dir (or the built-in).
+            Some(spec) => {
+                let text = crate::quality::text::resolve(&self.texts_dir, &spec.text)
+                    .map_err(|e| engine_error(e.into()))?;
+                let req = crate::quality::QualityRequest {
+                    kind: spec.kind,
+                    model: job.request.model.clone(),
+                    reference: spec.reference.clone(),
+                    text: Arc::new(text),
+                    n_ctx: spec.n_ctx,
+                    max_chunks: spec.max_chunks,
+                    threads: job.request.options.threads,
+                    keep_alive_s: job.request.keep_alive_s,
+                };
+                self.engine
+                    .quality_blocking(req, observer, self.cancel.child_token())
+            }
+            None => self.engine.generate_blocking(
+                job.request.clone(),
+                observer,
+                self.cancel.child_token(),
+            ),
+        }
+        .map_err(engine_error)?;
+        if report.finish_reason == crate::infer::FinishReason::Canceled {
+            // Stopped mid-way (Ctrl-C): not a result; the run is sent again on resume.
+            self.measure.set_active(false);
+            return Err(ErrorBody {
+                code: "canceled".into(),
+                message: "the run was canceled before it finished".into(),
+            });
+        }
         if !self.idle_window.is_zero() {
             // The samples after the last marker reach the ring before the window is cut.
             std::thread::sleep(Duration::from_millis(50));

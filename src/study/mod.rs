@@ -10,6 +10,7 @@
 //! - [`cost`] — the plan's `[cost]`: cost per million tokens (energy; board amortized), EDP
 //! - [`report`] — the study report from stored runs: table (md), csv, json, figures, html, compare
 //! - [`plan`] — the TOML plan: parsing and validation (every error names key and value)
+//! - [`quality`] — the plan's `[quality]`: one scoring run per board × model, its job
 //! - [`expand`] — the plan's configurations: axes' product, includes, excludes
 //! - [`schedule`] — adaptive repetitions (Student-t CI) and the run order
 //! - [`job`] — one run as a protocol job: deterministic id, payload, result figures
@@ -24,6 +25,7 @@ pub mod expand;
 pub mod job;
 pub mod local;
 pub mod plan;
+pub mod quality;
 pub mod remote;
 pub mod report;
 pub mod run;

@@ -1,5 +1,5 @@
 //! The study plan (TOML, docs/study.md): `[study]`, `[axes]`, `[[include]]`,
-//! `[[exclude]]`, `[cooldown]`, `[cost]`. Parsing and validation only; the
+//! `[[exclude]]`, `[cooldown]`, `[cost]`, `[quality]` (checked in [`super::quality`]). Parsing and validation only; the
 //! configurations come from [`super::expand`]. Every error names the key and the value.
 
 use std::collections::BTreeMap;
@@ -201,6 +201,9 @@ pub struct Plan {
     pub exclude: Vec<AxisValues>,
     pub cooldown: Option<Cooldown>,
     pub cost: Option<Cost>,
+    /// `[quality]`: each model scored once per board (docs/study.md).
+    #[serde(default)]
+    pub quality: Option<super::quality::QualitySection>,
 }
 
 /// The plan's text, its sha256, and the plan.
@@ -432,7 +435,7 @@ fn validate(p: &Plan) -> Result<(), PlanError> {
             check_f("cost.cloud_price_per_mtok", v, 0.0, 1e9)?;
         }
     }
-    Ok(())
+    super::quality::validate(p)
 }
 
 /// The axis values as strings by axis name (for messages and the dry run).

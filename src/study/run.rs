@@ -287,13 +287,27 @@ fn run_board(
             stored += 1;
         }
     }
-    let wants = |st: &CfgState| {
-        (opts.retry_failed && st.pending_retries() > 0) || needs_more(&st.progress, &reps, false)
+    // A quality run ([quality]) runs once: min = max = 1, whatever the plan's repetitions.
+    let reps_of = |i: usize| {
+        if cfgs[i].quality.is_some() {
+            super::plan::Repetitions {
+                min: 1,
+                max: 1,
+                target_ci_rel: 0.0,
+            }
+        } else {
+            reps
+        }
+    };
+    let wants = |i: usize, st: &CfgState| {
+        (opts.retry_failed && st.pending_retries() > 0)
+            || needs_more(&st.progress, &reps_of(i), false)
     };
     let remaining = |state: &[CfgState]| -> u32 {
         state
             .iter()
-            .map(|st| {
+            .enumerate()
+            .map(|(i, st)| {
                 let retry = if opts.retry_failed {
                     st.pending_retries()
                 } else {
@@ -302,7 +316,7 @@ fn run_board(
                 if st.progress.failed > retry {
                     retry
                 } else {
-                    retry + reps.min.saturating_sub(st.progress.ok + retry)
+                    retry + reps_of(i).min.saturating_sub(st.progress.ok + retry)
                 }
             })
             .sum()
@@ -332,6 +346,11 @@ fn run_board(
         let payload = job::payload(&id, c, plan, warmup);
         let t0 = Instant::now();
         let outcome = board.run(&payload);
+        if cancel.is_cancelled() && matches!(&outcome, Err(e) if e.code == "canceled") {
+            // Stopped by the study's own cancel (Ctrl-C) mid-run: not stored, so the
+            // resumed study runs it again under the same id.
+            return Ok(());
+        }
         let run = StoredRun {
             config_hash: hash.clone(),
             configuration: c.clone(),
@@ -383,14 +402,14 @@ fn run_board(
     match plan.study.order {
         Order::Grouped => {
             for i in round_order(&all, Order::Grouped, plan.study.seed, 0) {
-                while wants(&state[i]) && !cancel.is_cancelled() {
+                while wants(i, &state[i]) && !cancel.is_cancelled() {
                     run_one(i, &mut state)?;
                 }
             }
         }
         Order::Interleaved => {
             for round in 0.. {
-                let active: Vec<usize> = (0..cfgs.len()).filter(|&i| wants(&state[i])).collect();
+                let active: Vec<usize> = (0..cfgs.len()).filter(|&i| wants(i, &state[i])).collect();
                 if active.is_empty() || cancel.is_cancelled() {
                     break;
                 }
@@ -400,7 +419,7 @@ fn run_board(
                     if cancel.is_cancelled() {
                         break;
                     }
-                    if wants(&state[i]) {
+                    if wants(i, &state[i]) {
                         run_one(i, &mut state)?;
                     }
                 }

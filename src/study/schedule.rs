@@ -232,6 +232,7 @@ mod tests {
             batch: None,
             n_gpu_layers: 0,
             power_mode: None,
+            quality: None,
         }
     }
 

@@ -94,7 +94,9 @@ pub fn all(report: &Report) -> Result<Vec<Figure>, FigureError> {
         (
             "quality",
             format!("Energy per token against perplexity{sim}"),
-            has(report, "ppl") && has(report, "j_per_token_decode"),
+            report.configurations.iter().any(|c| {
+                super::table::ppl_of(c).is_some() && mean(c, "j_per_token_decode").is_some()
+            }),
             quality,
         ),
     ];
@@ -544,11 +546,16 @@ fn quality(report: &Report, root: &DrawingArea<SVGBackend, Shift>, title: &str) 
     // One point per model × quant: the mean over its configurations.
     let mut by: BTreeMap<String, (f64, f64, usize)> = BTreeMap::new();
     for c in &report.configurations {
-        if let (Some(p), Some(j)) = (mean(c, "ppl"), mean(c, "j_per_token_decode")) {
+        if let (Some(p), Some(j)) = (super::table::ppl_of(c), mean(c, "j_per_token_decode")) {
             let key = format!(
-                "{} {}",
+                "{} {}{}",
                 c.config.model,
-                c.config.quant.clone().unwrap_or_default()
+                c.config.quant.clone().unwrap_or_default(),
+                if c.requantized_from.is_some() {
+                    " (requantized)"
+                } else {
+                    ""
+                }
             );
             let e = by.entry(key).or_insert((0.0, 0.0, 0));
             *e = (e.0 + p, e.1 + j, e.2 + 1);

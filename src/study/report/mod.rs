@@ -10,6 +10,7 @@
 //! - [`figures`] — the SVG figures (plotters)
 //! - [`html`] — one self-contained page: tables and inline SVG
 //! - [`compare`] — two studies side by side: ratio of means, Welch p, significance
+//! - [`quality`] — the plan's quality runs: scores joined onto their board × model's rows
 
 pub mod compare;
 pub mod csv;
@@ -17,6 +18,7 @@ pub mod figures;
 pub mod html;
 pub mod json;
 pub mod metrics;
+pub mod quality;
 pub mod table;
 
 use std::collections::BTreeMap;
@@ -111,10 +113,19 @@ pub struct ConfigReport {
     /// Cost per million generated tokens from the mean e2e J/token and s/token.
     pub cost: Option<Cost>,
     /// Validity flags: `simulated`, `throttled`, `not_settled`, `incomplete`,
-    /// `few_samples:PHASE`, `outliers:METRIC`, `slow_first_run`, `few_runs`, `failed_runs`.
+    /// `few_samples:PHASE`, `outliers:METRIC`, `slow_first_run`, `few_runs`, `failed_runs`,
+    /// `requantized`.
     pub flags: Vec<String>,
     /// Runs that failed, with their error.
     pub errors: Vec<RunError>,
+    /// The quality score of this board × model (the plan's `[quality]` run), when stored.
+    #[serde(default)]
+    pub quality: Option<quality::QualityScore>,
+    /// `model.requantized_from` of the runs: the model was requantized from a lower
+    /// precision (its speed, memory and energy are real; its quality is not that of a
+    /// true quantization of the original weights). Also flag `requantized`.
+    #[serde(default)]
+    pub requantized_from: Option<String>,
     /// Per-metric values in repetition order (for compare); not part of the contract.
     #[serde(skip)]
     pub values: BTreeMap<String, Vec<f64>>,
@@ -127,6 +138,9 @@ pub struct Report {
     /// Stored runs (successful and failed).
     pub runs: usize,
     pub configurations: Vec<ConfigReport>,
+    /// Every stored quality run (board × model; docs/study-report.md).
+    #[serde(default)]
+    pub quality: Vec<quality::QualityScore>,
 }
 
 /// The plan facts a report needs beside its runs.
@@ -143,15 +157,23 @@ pub struct StudyMeta {
 /// configuration), every number recomputed from the runs' result JSON.
 pub fn build(meta: &StudyMeta, runs: &[StoredRun]) -> Report {
     let mut groups: BTreeMap<&Configuration, Vec<&StoredRun>> = BTreeMap::new();
+    let mut quality_runs = Vec::new();
     for r in runs {
-        groups.entry(&r.configuration).or_default().push(r);
+        if r.configuration.quality.is_some() {
+            quality_runs.push(r);
+        } else {
+            groups.entry(&r.configuration).or_default().push(r);
+        }
     }
+    let scores = quality::scores(&quality_runs);
     let cold = cold_loads(runs);
     let configurations: Vec<ConfigReport> = groups
         .into_iter()
         .map(|(cfg, mut rs)| {
             rs.sort_by_key(|r| r.repetition);
-            config_report(cfg, &rs, &cold, meta.cost.as_ref())
+            let mut row = config_report(cfg, &rs, &cold, meta.cost.as_ref());
+            row.quality = quality::score_for(&scores, &cfg.device, &cfg.model).cloned();
+            row
         })
         .collect();
     let mut boards: Vec<String> = runs
@@ -174,6 +196,7 @@ pub fn build(meta: &StudyMeta, runs: &[StoredRun]) -> Report {
         },
         runs: runs.len(),
         configurations,
+        quality: scores,
     }
 }
 
@@ -273,6 +296,10 @@ fn config_report(
     if !errors.is_empty() {
         flags.push("failed_runs".into());
     }
+    let requantized_from = results.iter().find_map(|r| quality::requantized_from(r));
+    if requantized_from.is_some() {
+        flags.push("requantized".into());
+    }
 
     ConfigReport {
         config: ConfigKey {
@@ -306,6 +333,8 @@ fn config_report(
         metrics: summaries,
         flags,
         errors,
+        quality: None,
+        requantized_from,
         values,
     }
 }

@@ -179,11 +179,11 @@ pub const COLUMNS: &[Column] = &[
     },
     Column {
         header: "perplexity",
-        cell: |c| mean_ci(c, "ppl", 4),
+        cell: ppl_cell,
     },
     Column {
         header: "KLD",
-        cell: |c| opt(mean(c, "kld_mean"), 3),
+        cell: kld_cell,
     },
     Column {
         header: "n",
@@ -194,6 +194,41 @@ pub const COLUMNS: &[Column] = &[
         cell: |c| c.flags.join(" "),
     },
 ];
+
+/// Perplexity of a row: its board × model's quality run, else a result's own.
+pub fn ppl_of(c: &ConfigReport) -> Option<f64> {
+    c.quality
+        .as_ref()
+        .and_then(|q| q.ppl)
+        .or_else(|| mean(c, "ppl"))
+}
+
+/// Mean KL divergence of a row (as [`ppl_of`]).
+pub fn kld_of(c: &ConfigReport) -> Option<f64> {
+    c.quality
+        .as_ref()
+        .and_then(|q| q.kld_mean)
+        .or_else(|| mean(c, "kld_mean"))
+}
+
+/// "PPL ± stderr" (llama-perplexity's ±) from the quality run, else "mean ± CI".
+fn ppl_cell(c: &ConfigReport) -> String {
+    match c.quality.as_ref().and_then(|q| q.ppl.zip(q.ppl_stderr)) {
+        Some((p, e)) => format!("{} ± {}", fmt_sig(p, 4), fmt_sig(e, 2)),
+        None => mean_ci(c, "ppl", 4),
+    }
+}
+
+fn kld_cell(c: &ConfigReport) -> String {
+    match c
+        .quality
+        .as_ref()
+        .and_then(|q| q.kld_mean.zip(q.kld_stderr))
+    {
+        Some((k, e)) => format!("{} ± {}", fmt_sig(k, 3), fmt_sig(e, 2)),
+        None => opt(kld_of(c), 3),
+    }
+}
 
 fn power_mode(c: &ConfigReport) -> String {
     let rec = c.power_mode_recorded.as_ref();
@@ -248,8 +283,8 @@ pub fn columns(report: &Report) -> Vec<&'static Column> {
     let has_cost = any(&|c| c.cost.is_some());
     let has_board = any(&|c| c.cost.as_ref().is_some_and(|k| k.total_per_mtok.is_some()));
     let has_cloud = any(&|c| c.cost.as_ref().is_some_and(|k| k.cloud_per_mtok.is_some()));
-    let has_ppl = any(&|c| c.metrics.contains_key("ppl"));
-    let has_kld = any(&|c| c.metrics.contains_key("kld_mean"));
+    let has_ppl = any(&|c| ppl_of(c).is_some());
+    let has_kld = any(&|c| kld_of(c).is_some());
     COLUMNS
         .iter()
         .filter(|col| match col.header {

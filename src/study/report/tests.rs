@@ -32,6 +32,7 @@ fn cfg_of(result: &Value, device: &str) -> Configuration {
         batch: None,
         n_gpu_layers: 0,
         power_mode: None,
+        quality: None,
     }
 }
 
