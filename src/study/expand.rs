@@ -217,4 +217,19 @@ threads = [1]
         );
         assert_eq!((c.n_gpu_layers, c.power_mode.clone()), (0, None));
     }
+
+    #[test]
+    fn configurations_differing_only_by_power_mode_are_distinct() {
+        let text = "[study]\nname = \"t\"\n[axes]\ndevice = [\"local\"]\nmodel = [\"m\"]\n\
+                    prompt_tokens = [8]\ngen_tokens = [8]\npower_mode = [\"eco\", \"maxn\"]\n";
+        let cfgs = expand(&parse(text).unwrap()).unwrap();
+        assert_eq!(cfgs.len(), 2);
+        assert_eq!(cfgs[0].power_mode.as_deref(), Some("eco"));
+        assert_eq!(cfgs[1].power_mode.as_deref(), Some("maxn"));
+        assert_ne!(cfgs[0].hash(), cfgs[1].hash());
+        // And each one's job names its mode.
+        let plan = parse(text).unwrap();
+        let job = crate::study::job::payload("j", &cfgs[1], &plan, 0);
+        assert_eq!(job["power_mode"], "maxn");
+    }
 }
