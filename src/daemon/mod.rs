@@ -14,6 +14,7 @@
 //! - [`settings`] — the daemon's view of the configuration
 //! - [`intake`]   — incoming jobs and cancels → journal → ack → queue
 //! - [`runner`]   — one job at a time on the engine; results, statuses, streaming
+//! - [`settle`]   — the `settle` gate before a job: wait until the board is cool and idle
 //! - [`quality_job`] — a quality job's text resolved, then scored by the engine
 //! - [`outbox`]   — publishes journaled messages, marks them sent on PUBACK
 //! - [`status`]   — retained board status, live power, watchdog

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Gate, IdleRefs, Observation, SettleOutcome};
+use super::{Gate, Observation, SettleOutcome};
 use crate::clock::monotonic_ns;
 use crate::daemon::measure::Measure;
 use crate::jobs::protocol::SettleSpec;
@@ -135,11 +135,6 @@ pub fn basis_power_w(
         total += sum / f64::from(n);
     }
     Some(total)
-}
-
-/// The daemon's idle references so far (for tests and the status).
-pub fn refs(m: &Measure) -> IdleRefs {
-    *m.settle_refs().lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
