@@ -30,14 +30,21 @@ const TRACE_CHUNK: usize = 64 * 1024;
 pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) {
     while let Some((job, token)) = ctx.queue.next(&cancel).await {
         ctx.status_wake.notify_one();
-        // The settle gate (job field `settle`) at the idle rate, before the recording.
-        let settle = super::settle::before_job(&ctx, &job.job, &token).await;
-        // Full-rate sampling for the job; `finish_report` drops back to the idle rate
-        // once the trace is captured, and this covers the paths without a trace.
-        ctx.measure.set_active(true);
-        let recording = ctx.measure.begin_job();
-        run_one(&ctx, job, token, recording, settle).await;
-        ctx.measure.set_active(false);
+        // Order before a job: power mode applied (and read back), then the settle gate
+        // waits for the board *in that mode* (its idle power and temperature are the
+        // mode's), then the recording and the run; the mode is restored after the run.
+        // The mode's previous state is journaled before it is written, so a crash at any
+        // point after this is undone at the next start.
+        if let Some(power_mode) = begin_power_mode(&ctx, &job).await {
+            // The settle gate (job field `settle`) at the idle rate, before the recording.
+            let settle = super::settle::before_job(&ctx, &job.job, &token).await;
+            // Full-rate sampling for the job; `finish_report` drops back to the idle rate
+            // once the trace is captured, and this covers the paths without a trace.
+            ctx.measure.set_active(true);
+            let recording = ctx.measure.begin_job();
+            run_one(&ctx, job, token, recording, settle, power_mode).await;
+            ctx.measure.set_active(false);
+        }
         ctx.queue.finish_running();
         ctx.status_wake.notify_one();
         // llama.cpp's compute buffers and the token strings of a run are freed into
@@ -109,12 +116,34 @@ async fn forward(ctx: Arc<Ctx>, id: String, mut rx: mpsc::Receiver<Progress>) {
     }
 }
 
+/// Applies the job's power mode (a no-op without one). `None`: the mode cannot be
+/// applied and the job has been answered `rejected` with its code; nothing ran.
+async fn begin_power_mode(ctx: &Arc<Ctx>, q: &QueuedJob) -> Option<super::power_mode::Active> {
+    match super::power_mode::begin(ctx, &q.job).await {
+        Ok(active) => Some(active),
+        Err(body) => {
+            let id = &q.job.id;
+            tracing::info!("job '{id}' rejected: {} ({})", body.message, body.code);
+            if let Err(e) = ctx
+                .finish_with_error(id, &q.reply, JobState::Rejected, body)
+                .await
+            {
+                tracing::error!("cannot journal the outcome of job '{id}': {e}");
+            }
+            ctx.metrics
+                .job_finished(&q.job.request.model, JobState::Rejected.as_str(), None);
+            None
+        }
+    }
+}
+
 async fn run_one(
     ctx: &Arc<Ctx>,
     q: QueuedJob,
     token: CancellationToken,
     recording: Option<crate::power::Recorder>,
     settle: Option<Value>,
+    power_mode: super::power_mode::Active,
 ) {
     let id = q.job.id.clone();
     let queue_ms = monotonic_ns().saturating_sub(q.accepted_ns) as f64 / 1e6;
@@ -133,23 +162,9 @@ async fn run_one(
             .await;
         ctx.metrics
             .job_finished(&q.job.request.model, JobState::Failed.as_str(), None);
+        super::power_mode::end(ctx, power_mode).await;
         return;
     }
-
-    // Power mode: applied and read back before anything runs, restored after.
-    let power_mode = match super::power_mode::begin(ctx, &q.job).await {
-        Ok(active) => active,
-        Err(body) => {
-            tracing::info!("job '{id}' rejected: {} ({})", body.message, body.code);
-            if let Err(e) = ctx
-                .finish_with_error(&id, &q.reply, JobState::Rejected, body)
-                .await
-            {
-                tracing::error!("cannot journal the outcome of job '{id}': {e}");
-            }
-            return;
-        }
-    };
 
     let stream = q.job.stream.unwrap_or(ctx.settings.stream_default);
     let (tx, rx) = mpsc::channel(1024);
