@@ -20,7 +20,11 @@ use std::time::{Duration, Instant};
 use daemon_support::*;
 use serde_json::json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_edgewatt");
+/// The daemon binary: `EDGEWATT_BIN` when set (a copy taken right after the build,
+/// where several worktrees share one target directory), else the one cargo built.
+fn bin() -> String {
+    std::env::var("EDGEWATT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_edgewatt").to_string())
+}
 /// `jobs.drain_timeout_s` of these daemons.
 const DRAIN_S: u64 = 3;
 /// What a stop may take beyond the drain: outbox flush (5 s), offline + DISCONNECT,
@@ -66,7 +70,7 @@ impl Daemon {
             })
         };
         let stderr = dir.join(format!("daemon-{tag}.stderr"));
-        let child = Command::new(BIN)
+        let child = Command::new(bin())
             .arg("--config")
             .arg(&cfg_path)
             .arg("daemon")
@@ -333,4 +337,112 @@ async fn sigterm_draining_with_the_broker_gone_then_restart_answers_once() {
     assert_eq!(n, 1, "answered {n} times");
     d.sigterm_and_check("after restart").await;
     c.close().await;
+}
+
+/// Rows of the daemon's outbox not yet acknowledged by the broker (read beside the
+/// running daemon: the file is in WAL mode).
+fn unsent_rows(dir: &Path) -> i64 {
+    let Ok(c) = rusqlite::Connection::open(dir.join("edgewatt.db")) else {
+        return 0;
+    };
+    c.query_row(
+        "SELECT count(*) FROM outbox WHERE sent_unix_ns IS NULL",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap_or(0)
+}
+
+/// Writing the outbox: jobs were accepted, then the broker went away, so every
+/// result the daemon finishes piles up in its outbox; it is stopped (SIGTERM or
+/// `kill -9`) while it still finishes jobs and waits for the outbox to drain. After
+/// the broker and the daemon come back, every job is answered exactly once.
+async fn stop_while_writing_the_outbox(kill9: bool) {
+    let mut broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let dev = if kill9 { "outbox-kill" } else { "outbox-term" };
+    let reply = format!("test/reply/{dev}");
+    let mut c = Client::connect(&broker.url(), &[&format!("{P}/{dev}/#"), &reply], true).await;
+    let mut d = Daemon::start(dir.path(), &broker.url(), dev, "first");
+    wait_online(&mut c, P, dev).await;
+    let ids: Vec<String> = (0..8).map(|i| format!("{dev}-{i}")).collect();
+    for id in &ids {
+        c.submit_job(
+            P,
+            dev,
+            long_job(id, "Count: 1, 2, 3,", 24),
+            &reply,
+            id.as_bytes(),
+        )
+        .await;
+    }
+    for id in &ids {
+        let st = format!("{P}/{dev}/job/{id}/status");
+        c.wait_for(Duration::from_secs(60), &format!("{id} accepted"), |m| {
+            m.topic == st && m.json()["state"] == "accepted"
+        })
+        .await;
+    }
+    broker.stop();
+    // Results pile up in the outbox while the rest of the queue still runs.
+    let t0 = Instant::now();
+    while unsent_rows(dir.path()) < 6 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no results in the outbox after 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "outbox rows unsent at the stop: {}",
+        unsent_rows(dir.path())
+    );
+    if kill9 {
+        let mut child = d.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let log = std::fs::read_to_string(&d.stderr).unwrap_or_default();
+        assert!(!log.contains("panicked"), "panicked:\n{log}");
+    } else {
+        d.sigterm_and_check("writing the outbox, broker gone").await;
+    }
+    assert!(
+        unsent_rows(dir.path()) > 0,
+        "the outbox was emptied without a broker"
+    );
+    drop(d);
+    broker.restart();
+    let mut d = Daemon::start(dir.path(), &broker.url(), dev, "second");
+    for id in &ids {
+        let r = c
+            .wait_reply(Duration::from_secs(240), id, &reply, id.as_bytes())
+            .await;
+        assert_eq!(r["state"], "succeeded", "{id}: {r}");
+    }
+    c.pump(Duration::from_secs(3)).await;
+    for id in &ids {
+        let n = c
+            .msgs
+            .iter()
+            .filter(|m| m.is_reply(&reply, id.as_bytes()))
+            .count();
+        assert_eq!(n, 1, "{id}: answered {n} times");
+    }
+    assert_eq!(
+        unsent_rows(dir.path()),
+        0,
+        "outbox not drained after restart"
+    );
+    d.sigterm_and_check("after restart").await;
+    c.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_writing_the_outbox_then_restart_answers_each_job_once() {
+    stop_while_writing_the_outbox(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_writing_the_outbox_then_restart_answers_each_job_once() {
+    stop_while_writing_the_outbox(true).await;
 }

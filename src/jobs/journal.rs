@@ -15,7 +15,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::protocol::JobState;
 
@@ -160,6 +160,17 @@ impl Journal {
         Ok(Journal { conn })
     }
 
+    /// A write transaction that takes the write lock at BEGIN (`BEGIN IMMEDIATE`).
+    /// A deferred one that reads first (`admit` looks the id up, then inserts) cannot
+    /// be upgraded once the store's connection has committed in between: SQLite
+    /// answers SQLITE_BUSY at once, without the busy timeout (WAL snapshot rule). The
+    /// soak hit that at start-up, when store retention runs while the first jobs
+    /// arrive (issue 14). Taking the lock first makes it wait instead.
+    fn write_tx(&mut self) -> rusqlite::Result<Transaction<'_>> {
+        self.conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+    }
+
     /// Records a newly received job as `accepted`, unless its id is known.
     pub fn admit(
         &mut self,
@@ -168,7 +179,7 @@ impl Journal {
         reply: &Reply,
         source_topic: &str,
     ) -> Result<Admission, JournalError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         if let Some(existing) = get_job(&tx, id)? {
             tx.commit()?;
             return Ok(if existing.payload == payload {
@@ -199,7 +210,7 @@ impl Journal {
         result_json: &str,
         messages: &[NewMessage],
     ) -> Result<Vec<OutboxEntry>, JournalError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let now = now_ns() as i64;
         tx.execute(
             "INSERT OR IGNORE INTO journal (id, state, attempts, payload, source_topic, response_topic, correlation, received_unix_ns, updated_unix_ns, result_json)
@@ -217,7 +228,7 @@ impl Journal {
         job_id: Option<&str>,
         messages: &[NewMessage],
     ) -> Result<Vec<OutboxEntry>, JournalError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let out = insert_outbox(&tx, job_id, messages)?;
         tx.commit()?;
         Ok(out)
@@ -225,7 +236,7 @@ impl Journal {
 
     /// Marks a job `running` and counts the attempt; returns the attempt number (1 = first).
     pub fn start(&mut self, id: &str) -> Result<u32, JournalError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         tx.execute(
             "UPDATE journal SET state = 'running', attempts = attempts + 1, updated_unix_ns = ?2 WHERE id = ?1",
             params![id, now_ns() as i64],
@@ -258,7 +269,7 @@ impl Journal {
         result_json: &str,
         messages: &[NewMessage],
     ) -> Result<Vec<OutboxEntry>, JournalError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         tx.execute(
             "UPDATE journal SET state = ?2, result_json = ?3, updated_unix_ns = ?4 WHERE id = ?1",
             params![id, state.as_str(), result_json, now_ns() as i64],
@@ -290,7 +301,7 @@ impl Journal {
 
     /// Marks outbox rows as acknowledged by the broker.
     pub fn mark_sent(&mut self, seqs: &[i64]) -> Result<(), JournalError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         {
             let mut stmt = tx.prepare("UPDATE outbox SET sent_unix_ns = ?2 WHERE seq = ?1")?;
             let now = now_ns() as i64;
@@ -322,7 +333,7 @@ impl Journal {
 
     /// Deletes terminal jobs and sent outbox rows older than `before_unix_ns`.
     pub fn prune(&mut self, before_unix_ns: u64) -> Result<usize, JournalError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let n = tx.execute(
             "DELETE FROM journal WHERE state NOT IN ('accepted', 'running') AND updated_unix_ns < ?1",
             [before_unix_ns as i64],
@@ -431,6 +442,35 @@ impl SharedJournal {
 
 #[cfg(test)]
 mod tests {
+    /// Regression (the soak, issue 14): another connection commits between `admit`'s
+    /// lookup and its insert; with a deferred transaction that was an immediate
+    /// `database is locked`, now `admit` waits for the lock and succeeds.
+    #[test]
+    fn admit_waits_for_a_concurrent_writer_instead_of_failing_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        let mut j = Journal::open(&path).unwrap();
+        for round in 0..20 {
+            let other = Connection::open(&path).unwrap();
+            other
+                .busy_timeout(std::time::Duration::from_secs(10))
+                .unwrap();
+            other
+                .execute_batch("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
+                .unwrap();
+            let writer = std::thread::spawn(move || {
+                for _ in 0..50 {
+                    other.execute("INSERT INTO t VALUES (1)", []).unwrap();
+                }
+            });
+            for k in 0..50 {
+                let id = format!("j-{round}-{k}");
+                j.admit(&id, b"{}", &Reply::default(), "t").unwrap();
+            }
+            writer.join().unwrap();
+        }
+    }
+
     use super::*;
 
     fn msg(topic: &str) -> NewMessage {

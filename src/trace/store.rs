@@ -358,7 +358,12 @@ impl Store {
         max_bytes: Option<u64>,
     ) -> Result<RetentionReport, StoreError> {
         let mut rep = RetentionReport::default();
-        let tx = self.conn.transaction()?;
+        // BEGIN IMMEDIATE: this transaction reads before it deletes, and a deferred one
+        // cannot take the write lock after the journal's connection committed in
+        // between (SQLITE_BUSY at once, no busy timeout; seen in the soak, issue 14).
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         if let Some(age) = max_age {
             let age_ns = i64::try_from(age.as_nanos()).unwrap_or(i64::MAX);
             let cutoff = now_i64().saturating_sub(age_ns);

@@ -50,6 +50,13 @@ impl Broker {
     /// Starts Mosquitto with persistence (so sessions survive a restart) on a free port.
     pub fn start() -> Broker {
         let dir = tempfile::tempdir().expect("tempdir");
+        // Mosquitto started as root drops to the `mosquitto` user, which cannot write
+        // into a 0700 root tempdir: the log and the persistence file were silently not
+        // written, so a restart lost every session and queued message (found by the
+        // soak, issue 14). World-writable, so it can.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod broker dir");
         let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(

@@ -9,7 +9,11 @@ use std::time::{Duration, Instant};
 
 use super::daemon_support::daemon_config;
 
-const BIN: &str = env!("CARGO_BIN_EXE_edgewatt");
+/// The daemon binary: `EDGEWATT_BIN` when set (a copy taken right after the build,
+/// where several worktrees share one target directory), else the one cargo built.
+fn bin() -> String {
+    std::env::var("EDGEWATT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_edgewatt").to_string())
+}
 
 /// Size of the disk board's store filesystem.
 pub const TMPFS_BYTES: u64 = 24 * 1024 * 1024;
@@ -94,7 +98,7 @@ impl Board {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(BIN)
+        let child = Command::new(bin())
             .arg("--config")
             .arg(&self.cfg_path)
             .arg("daemon")
@@ -163,14 +167,6 @@ impl Board {
         }
         let _ = c.kill();
         c.wait().ok()
-    }
-
-    /// How many times its log says it connected to the broker.
-    pub fn connects(&self) -> usize {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .matches("connected to the broker session_present")
-            .count()
     }
 
     /// Bytes of the store file with its WAL.
