@@ -23,8 +23,8 @@
 mod error;
 mod load;
 mod mask;
-mod power_modes;
 mod metrics;
+mod power_modes;
 mod validate;
 
 use std::path::PathBuf;

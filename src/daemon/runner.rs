@@ -333,8 +333,11 @@ async fn finish_report(
         }
     };
     let stored = state != JobState::Failed;
-    ctx.metrics
-        .job_finished(&q.job.request.model, state.as_str(), stored.then_some(&figures));
+    ctx.metrics.job_finished(
+        &q.job.request.model,
+        state.as_str(),
+        stored.then_some(&figures),
+    );
     let messages = ctx.terminal_messages(id, &q.reply, state, error.as_ref(), &result);
     let (jid, rj, msgs) = (id.clone(), result.to_string(), messages.clone());
     if let Err(e) = ctx
