@@ -187,6 +187,26 @@ fn a_local_study_scores_each_model_once_and_the_report_joins_the_scores() {
         }
     }
 
+    // The CSV carries the score on every row of its model.
+    let csv = edgewatt(&config, &["study", "report", "--format", "csv", plan_s]);
+    let csv = String::from_utf8_lossy(&csv.stdout).to_string();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let mut csv_rows = 0;
+    for l in lines {
+        let cells: Vec<&str> = l.split(',').collect();
+        let q = stored(cells[col("model")]);
+        let ppl: f64 = cells[col("quality_ppl")].parse().unwrap();
+        assert_eq!(ppl, q["quality"]["ppl"].as_f64().unwrap());
+        assert_eq!(
+            cells[col("requantized_from")].is_empty(),
+            cells[col("model")] != REQ
+        );
+        csv_rows += 1;
+    }
+    assert_eq!(csv_rows, 2 * n);
+
     // The markdown table shows PPL ± and KLD; the quality figure one point per model ×
     // quant and the Pareto front.
     let md = edgewatt(&config, &["study", "report", plan_s]);
