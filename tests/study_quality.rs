@@ -4,10 +4,14 @@
 //! in models/. Each model gets one quality run (stored like any run; a re-run adds
 //! nothing), the report joins its score onto every configuration row of that model
 //! (PPL equal to the stored result's, requantized rows marked), and the quality figure
-//! draws one point per model × quant plus the Pareto front.
+//! draws one point per model × quant plus the Pareto front. Over MQTT: the quality run
+//! goes to a real daemon through a real Mosquitto like any run.
+
+mod daemon_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use edgewatt::study::report::{self, figures, StudyMeta};
 use edgewatt::study::StudyDb;
@@ -260,4 +264,96 @@ fn a_local_study_scores_each_model_once_and_the_report_joins_the_scores() {
         2 * n,
         "a point and a legend marker per model × quant"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_mqtt_the_quality_run_is_a_daemon_job_stored_once() {
+    use daemon_support::{daemon_config, wait_online, Broker, InProcessDaemon};
+    use edgewatt::jobs::client::{Client, ClientOptions};
+    use edgewatt::study::plan::{parse, LoadedPlan};
+    use edgewatt::study::remote::RemoteBoard;
+    use edgewatt::study::run::{run_study, Board, RunOptions};
+    use tokio_util::sync::CancellationToken;
+
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = daemon_config(&broker.url(), "board-q", dir.path());
+    let daemon = InProcessDaemon::start(cfg.clone());
+    let mut watch =
+        daemon_support::Client::connect(&broker.url(), &["edgewatt/+/status"], false).await;
+    wait_online(&mut watch, "edgewatt", "board-q").await;
+    let opts = ClientOptions::from_config(&cfg).unwrap();
+    let mut sc = Client::connect(&ClientOptions {
+        board_statuses: true,
+        ..opts.clone()
+    })
+    .await
+    .unwrap();
+    let statuses = sc.read_statuses(Duration::from_secs(1)).await.clone();
+    sc.close().await;
+    let status = serde_json::to_value(&statuses["board-q"]).unwrap();
+    let board = RemoteBoard::connect(&opts, "board-q", status, Duration::from_secs(600))
+        .await
+        .unwrap();
+
+    let text = format!(
+        "[study]\nname = \"mq\"\nrepetitions = {{ min = 1, max = 1 }}\n[axes]\n\
+         device = [\"board-q\"]\nmodel = [\"{SMOL}\"]\nthreads = [2]\nprompt_tokens = [16]\n\
+         gen_tokens = [8]\nn_ctx = [128]\n[quality]\nn_ctx = 128\nmax_chunks = 2\n"
+    );
+    let loaded = LoadedPlan {
+        sha256: "ab".repeat(32),
+        plan: parse(&text).unwrap(),
+        text,
+    };
+    let mut cfgs = edgewatt::study::expand::expand(&loaded.plan).unwrap();
+    let q = edgewatt::study::quality::quality_runs(&loaded.plan, &cfgs);
+    assert_eq!(q.len(), 1);
+    cfgs.extend(q);
+    let db_path = dir.path().join("mq.study.db");
+    let db2 = db_path.clone();
+    let board = tokio::task::spawn_blocking(move || {
+        let boards: Vec<&dyn Board> = vec![&board];
+        let cancel = CancellationToken::new();
+        for pass in 0..2 {
+            let s = run_study(
+                &loaded,
+                &cfgs,
+                &db2,
+                &boards,
+                RunOptions::default(),
+                &|_| {},
+                &cancel,
+            )
+            .unwrap();
+            assert_eq!((s.runs, s.failed), (if pass == 0 { 2 } else { 0 }, 0));
+        }
+        board
+    })
+    .await
+    .unwrap();
+    let runs = StudyDb::open(&db_path).unwrap().runs().unwrap();
+    assert_eq!(runs.len(), 2);
+    let qr = runs
+        .iter()
+        .find(|r| r.configuration.quality.is_some())
+        .unwrap();
+    let res = qr.result.as_ref().unwrap();
+    assert_eq!(res["device"], "board-q");
+    assert_eq!(res["quality"]["kind"], "perplexity");
+    assert_eq!(res["quality"]["chunks"], 2);
+    assert!(
+        res["energy"]["j_per_token"].is_object(),
+        "measured like any job: {res}"
+    );
+    let rep = report::build(&StudyMeta::default(), &runs);
+    assert_eq!(rep.configurations.len(), 1);
+    let row = rep.configurations[0].quality.as_ref().unwrap();
+    assert_eq!(row.ppl, res["quality"]["ppl"].as_f64());
+    assert_eq!(row.job_id, qr.job_id);
+
+    board.close().await;
+    watch.close().await;
+    daemon.stop().await.unwrap();
+    drop(broker);
 }
