@@ -221,6 +221,30 @@ fn a_local_study_scores_each_model_once_and_the_report_joins_the_scores() {
         md.contains(&edgewatt::study::report::table::fmt_sig(smol_ppl, 4)),
         "{md}"
     );
+    // The HTML page inlines the quality figure with its series.
+    let html_dir = dir.path().join("html");
+    edgewatt(
+        &config,
+        &[
+            "study",
+            "report",
+            "--format",
+            "html",
+            "-o",
+            html_dir.to_str().unwrap(),
+            plan_s,
+        ],
+    );
+    let html = std::fs::read_to_string(html_dir.join("report.html")).unwrap();
+    assert!(
+        html.contains("Energy per token against perplexity"),
+        "no quality figure in the HTML"
+    );
+    assert!(
+        html.contains(&format!("{REQ} Q8_0 (requantized)")),
+        "{html}"
+    );
+    assert!(html_dir.join("fig_quality.svg").exists());
     let meta = StudyMeta {
         name: "q".into(),
         ..Default::default()
