@@ -4,10 +4,14 @@
 //! in models/. Each model gets one quality run (stored like any run; a re-run adds
 //! nothing), the report joins its score onto every configuration row of that model
 //! (PPL equal to the stored result's, requantized rows marked), and the quality figure
-//! draws one point per model × quant plus the Pareto front.
+//! draws one point per model × quant plus the Pareto front. Over MQTT: the quality run
+//! goes to a real daemon through a real Mosquitto like any run.
+
+mod daemon_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use edgewatt::study::report::{self, figures, StudyMeta};
 use edgewatt::study::StudyDb;
@@ -187,6 +191,26 @@ fn a_local_study_scores_each_model_once_and_the_report_joins_the_scores() {
         }
     }
 
+    // The CSV carries the score on every row of its model.
+    let csv = edgewatt(&config, &["study", "report", "--format", "csv", plan_s]);
+    let csv = String::from_utf8_lossy(&csv.stdout).to_string();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let mut csv_rows = 0;
+    for l in lines {
+        let cells: Vec<&str> = l.split(',').collect();
+        let q = stored(cells[col("model")]);
+        let ppl: f64 = cells[col("quality_ppl")].parse().unwrap();
+        assert_eq!(ppl, q["quality"]["ppl"].as_f64().unwrap());
+        assert_eq!(
+            cells[col("requantized_from")].is_empty(),
+            cells[col("model")] != REQ
+        );
+        csv_rows += 1;
+    }
+    assert_eq!(csv_rows, 2 * n);
+
     // The markdown table shows PPL ± and KLD; the quality figure one point per model ×
     // quant and the Pareto front.
     let md = edgewatt(&config, &["study", "report", plan_s]);
@@ -197,6 +221,30 @@ fn a_local_study_scores_each_model_once_and_the_report_joins_the_scores() {
         md.contains(&edgewatt::study::report::table::fmt_sig(smol_ppl, 4)),
         "{md}"
     );
+    // The HTML page inlines the quality figure with its series.
+    let html_dir = dir.path().join("html");
+    edgewatt(
+        &config,
+        &[
+            "study",
+            "report",
+            "--format",
+            "html",
+            "-o",
+            html_dir.to_str().unwrap(),
+            plan_s,
+        ],
+    );
+    let html = std::fs::read_to_string(html_dir.join("report.html")).unwrap();
+    assert!(
+        html.contains("Energy per token against perplexity"),
+        "no quality figure in the HTML"
+    );
+    assert!(
+        html.contains(&format!("{REQ} Q8_0 (requantized)")),
+        "{html}"
+    );
+    assert!(html_dir.join("fig_quality.svg").exists());
     let meta = StudyMeta {
         name: "q".into(),
         ..Default::default()
@@ -240,4 +288,96 @@ fn a_local_study_scores_each_model_once_and_the_report_joins_the_scores() {
         2 * n,
         "a point and a legend marker per model × quant"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_mqtt_the_quality_run_is_a_daemon_job_stored_once() {
+    use daemon_support::{daemon_config, wait_online, Broker, InProcessDaemon};
+    use edgewatt::jobs::client::{Client, ClientOptions};
+    use edgewatt::study::plan::{parse, LoadedPlan};
+    use edgewatt::study::remote::RemoteBoard;
+    use edgewatt::study::run::{run_study, Board, RunOptions};
+    use tokio_util::sync::CancellationToken;
+
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = daemon_config(&broker.url(), "board-q", dir.path());
+    let daemon = InProcessDaemon::start(cfg.clone());
+    let mut watch =
+        daemon_support::Client::connect(&broker.url(), &["edgewatt/+/status"], false).await;
+    wait_online(&mut watch, "edgewatt", "board-q").await;
+    let opts = ClientOptions::from_config(&cfg).unwrap();
+    let mut sc = Client::connect(&ClientOptions {
+        board_statuses: true,
+        ..opts.clone()
+    })
+    .await
+    .unwrap();
+    let statuses = sc.read_statuses(Duration::from_secs(1)).await.clone();
+    sc.close().await;
+    let status = serde_json::to_value(&statuses["board-q"]).unwrap();
+    let board = RemoteBoard::connect(&opts, "board-q", status, Duration::from_secs(600))
+        .await
+        .unwrap();
+
+    let text = format!(
+        "[study]\nname = \"mq\"\nrepetitions = {{ min = 1, max = 1 }}\n[axes]\n\
+         device = [\"board-q\"]\nmodel = [\"{SMOL}\"]\nthreads = [2]\nprompt_tokens = [16]\n\
+         gen_tokens = [8]\nn_ctx = [128]\n[quality]\nn_ctx = 128\nmax_chunks = 2\n"
+    );
+    let loaded = LoadedPlan {
+        sha256: "ab".repeat(32),
+        plan: parse(&text).unwrap(),
+        text,
+    };
+    let mut cfgs = edgewatt::study::expand::expand(&loaded.plan).unwrap();
+    let q = edgewatt::study::quality::quality_runs(&loaded.plan, &cfgs);
+    assert_eq!(q.len(), 1);
+    cfgs.extend(q);
+    let db_path = dir.path().join("mq.study.db");
+    let db2 = db_path.clone();
+    let board = tokio::task::spawn_blocking(move || {
+        let boards: Vec<&dyn Board> = vec![&board];
+        let cancel = CancellationToken::new();
+        for pass in 0..2 {
+            let s = run_study(
+                &loaded,
+                &cfgs,
+                &db2,
+                &boards,
+                RunOptions::default(),
+                &|_| {},
+                &cancel,
+            )
+            .unwrap();
+            assert_eq!((s.runs, s.failed), (if pass == 0 { 2 } else { 0 }, 0));
+        }
+        board
+    })
+    .await
+    .unwrap();
+    let runs = StudyDb::open(&db_path).unwrap().runs().unwrap();
+    assert_eq!(runs.len(), 2);
+    let qr = runs
+        .iter()
+        .find(|r| r.configuration.quality.is_some())
+        .unwrap();
+    let res = qr.result.as_ref().unwrap();
+    assert_eq!(res["device"], "board-q");
+    assert_eq!(res["quality"]["kind"], "perplexity");
+    assert_eq!(res["quality"]["chunks"], 2);
+    assert!(
+        res["energy"]["j_per_token"].is_object(),
+        "measured like any job: {res}"
+    );
+    let rep = report::build(&StudyMeta::default(), &runs);
+    assert_eq!(rep.configurations.len(), 1);
+    let row = rep.configurations[0].quality.as_ref().unwrap();
+    assert_eq!(row.ppl, res["quality"]["ppl"].as_f64());
+    assert_eq!(row.job_id, qr.job_id);
+
+    board.close().await;
+    watch.close().await;
+    daemon.stop().await.unwrap();
+    drop(broker);
 }

@@ -43,8 +43,14 @@ pub fn result_table(r: &Value) -> String {
     let pt = num(r, &["tokens", "prompt"]).unwrap_or(0.0);
     let gt = num(r, &["tokens", "generated"]).unwrap_or(0.0);
     let t = |k: &str| num(r, &["timings", k]).unwrap_or(0.0);
+    // A requantized model says so wherever its result is shown (issue 12).
+    let requant = r
+        .get("model")
+        .and_then(|m| m.get("requantized_from"))
+        .and_then(Value::as_str)
+        .map_or(String::new(), |from| format!(" (requantized from {from})"));
     s.push_str(&format!(
-        "model {model} {quant}, finish {fr}, {pt:.0} prompt + {gt:.0} generated tokens\n"
+        "model {model} {quant}{requant}, finish {fr}, {pt:.0} prompt + {gt:.0} generated tokens\n"
     ));
     s.push_str("  phase        ms      tok/s\n");
     s.push_str(&format!("  queue  {:>9.1}\n", t("queue_ms")));
@@ -117,6 +123,20 @@ pub fn result_table(r: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_requantized_model_is_marked() {
+        let r = json!({"id": "a", "device": "d", "state": "succeeded", "timings": {},
+                       "model": {"name": "m.Q8_0", "quant": "Q8_0", "requantized_from": "m.gguf (Q4_1)"}});
+        let t = result_table(&r);
+        assert!(
+            t.contains("model m.Q8_0 Q8_0 (requantized from m.gguf (Q4_1))"),
+            "{t}"
+        );
+        let mut plain = r.clone();
+        plain["model"]["requantized_from"] = Value::Null;
+        assert!(!result_table(&plain).contains("requantized"));
+    }
 
     #[test]
     fn table_shows_error() {

@@ -284,6 +284,9 @@ fn dry_run(a: &PlanArgs, cfg: &Config) -> anyhow::Result<()> {
     }
     let model_dir = a.local.then_some(cfg.models.dir.as_path());
     crate::study::quality::check_references(&cfgs, &boards, model_dir)?;
+    if a.local {
+        crate::study::quality::check_text(&loaded.plan, &cfg.quality.texts_dir)?;
+    }
     Ok(())
 }
 
@@ -311,6 +314,7 @@ fn run_plan(a: &RunArgs, cfg: &Config) -> anyhow::Result<()> {
         let local = [("local".into(), local_status(cfg))];
         check_boards(&cfgs, &local, false, &mut warn)?;
         crate::study::quality::check_references(&cfgs, &local, Some(&cfg.models.dir))?;
+        crate::study::quality::check_text(&loaded.plan, &cfg.quality.texts_dir)?;
     } else {
         let opts = ClientOptions::from_config(cfg)?;
         let statuses = rt.block_on(fleet_statuses(&opts))?;

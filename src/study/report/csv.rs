@@ -70,9 +70,21 @@ pub fn header() -> Vec<String> {
     for m in METRICS {
         h.extend(STATS.iter().map(|s| format!("{}_{s}", m.key)));
     }
+    h.extend(QUALITY.iter().map(|s| s.to_string()));
     h.extend(["flags".to_string(), "errors".to_string()]);
     h
 }
+
+/// The board × model's quality score and the requantization mark (before the flags).
+pub const QUALITY: [&str; 7] = [
+    "quality_kind",
+    "quality_ppl",
+    "quality_ppl_stderr",
+    "quality_kld_mean",
+    "quality_kld_stderr",
+    "quality_reference",
+    "requantized_from",
+];
 
 /// One configuration's cells, in [`header`] order.
 pub fn row(c: &ConfigReport) -> Vec<String> {
@@ -122,6 +134,16 @@ pub fn row(c: &ConfigReport) -> Vec<String> {
             ]),
         }
     }
+    let q = c.quality.as_ref();
+    r.extend([
+        q.map_or(String::new(), |q| q.kind.clone()),
+        f(q.and_then(|q| q.ppl)),
+        f(q.and_then(|q| q.ppl_stderr)),
+        f(q.and_then(|q| q.kld_mean)),
+        f(q.and_then(|q| q.kld_stderr)),
+        q.and_then(|q| q.reference.clone()).unwrap_or_default(),
+        c.requantized_from.clone().unwrap_or_default(),
+    ]);
     r.push(c.flags.join(";"));
     let codes: Vec<&str> = c.errors.iter().map(|e| e.code.as_str()).collect();
     r.push(codes.join(";"));
@@ -150,6 +172,9 @@ mod tests {
         assert_eq!(quote("plain"), "plain");
         assert_eq!(quote("a,b"), "\"a,b\"");
         assert_eq!(quote("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(header().len(), 25 + METRICS.len() * STATS.len() + 2);
+        assert_eq!(
+            header().len(),
+            25 + METRICS.len() * STATS.len() + QUALITY.len() + 2
+        );
     }
 }

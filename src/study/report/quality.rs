@@ -120,3 +120,68 @@ pub fn score_for<'a>(
         .iter()
         .find(|s| s.device == device && s.model == model)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::study::config::Configuration;
+    use crate::study::quality::QualityRun;
+    use serde_json::json;
+
+    fn run(model: &str, text: &str, at: u64, ppl: Option<f64>) -> StoredRun {
+        let configuration = Configuration {
+            device: "d".into(),
+            model: model.into(),
+            threads: None,
+            prompt_tokens: 0,
+            gen_tokens: 0,
+            depth: 0,
+            n_ctx: 128,
+            batch: None,
+            n_gpu_layers: 0,
+            power_mode: None,
+            quality: Some(QualityRun {
+                kind: "perplexity".into(),
+                text: text.into(),
+                max_chunks: None,
+                reference: None,
+            }),
+        };
+        StoredRun {
+            config_hash: configuration.hash(),
+            configuration,
+            repetition: 0,
+            job_id: format!("j-{text}"),
+            result: ppl.map(|p| {
+                json!({"quality": {"ppl": p, "ppl_stderr": 0.1},
+                       "model": {"quant": "Q8_0", "requantized_from": "m.gguf (Q4_1)"}})
+            }),
+            error: ppl.is_none().then(|| crate::jobs::protocol::ErrorBody {
+                code: "text_not_found".into(),
+                message: "no text".into(),
+            }),
+            stored_unix_ns: at,
+        }
+    }
+
+    #[test]
+    fn the_latest_success_is_the_score_of_its_board_and_model() {
+        let runs = [
+            run("m", "old", 1, Some(20.0)),
+            run("m", "new", 2, Some(18.0)),
+            run("m", "broken", 3, None),
+            run("n", "x", 1, None),
+        ];
+        let refs: Vec<&StoredRun> = runs.iter().collect();
+        let s = scores(&refs);
+        assert_eq!(s.len(), 4);
+        let m = score_for(&s, "d", "m").unwrap();
+        assert_eq!((m.text.as_str(), m.ppl), ("new", Some(18.0)));
+        assert_eq!(m.requantized_from.as_deref(), Some("m.gguf (Q4_1)"));
+        assert_eq!(m.result.as_ref().unwrap()["ppl"], 18.0);
+        let n = score_for(&s, "d", "n").unwrap();
+        assert_eq!(n.ppl, None);
+        assert_eq!(n.error.as_ref().unwrap().code, "text_not_found");
+        assert!(score_for(&s, "e", "m").is_none());
+    }
+}
