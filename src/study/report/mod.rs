@@ -84,6 +84,25 @@ pub struct RunError {
     pub message: String,
 }
 
+impl RunError {
+    /// The error of a stored run without a result (its stored error, or a named gap).
+    pub(crate) fn of(r: &StoredRun) -> Self {
+        let (code, message) = r.error.as_ref().map_or(
+            (
+                "unknown".into(),
+                "run stored without result or error".into(),
+            ),
+            |e| (e.code.clone(), e.message.clone()),
+        );
+        RunError {
+            repetition: r.repetition,
+            job_id: r.job_id.clone(),
+            code,
+            message,
+        }
+    }
+}
+
 /// One row of the report: a configuration's runs summarised.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConfigReport {
@@ -238,20 +257,7 @@ fn config_report(
     let errors: Vec<RunError> = runs
         .iter()
         .filter(|r| r.result.is_none())
-        .map(|r| RunError {
-            repetition: r.repetition,
-            job_id: r.job_id.clone(),
-            code: r
-                .error
-                .as_ref()
-                .map_or("unknown".into(), |e| e.code.clone()),
-            message: r
-                .error
-                .as_ref()
-                .map_or("run stored without result or error".into(), |e| {
-                    e.message.clone()
-                }),
-        })
+        .map(|r| RunError::of(r))
         .collect();
 
     let mut values: BTreeMap<String, Vec<f64>> = BTreeMap::new();

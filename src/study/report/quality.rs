@@ -79,20 +79,7 @@ pub fn scores(runs: &[&StoredRun]) -> Vec<QualityScore> {
                 kld_mean: at("/quality/kld_mean"),
                 kld_stderr: at("/quality/kld_stderr"),
                 result: res.and_then(|v| v.get("quality")).cloned(),
-                error: res.is_none().then(|| RunError {
-                    repetition: r.repetition,
-                    job_id: r.job_id.clone(),
-                    code: r
-                        .error
-                        .as_ref()
-                        .map_or("unknown".into(), |e| e.code.clone()),
-                    message: r
-                        .error
-                        .as_ref()
-                        .map_or("run stored without result or error".into(), |e| {
-                            e.message.clone()
-                        }),
-                }),
+                error: res.is_none().then(|| RunError::of(r)),
             };
             (r.stored_unix_ns, score)
         })
