@@ -18,21 +18,7 @@ const CHILD_ENV: &str = "EDGEWATT_TEST_DAEMON_CONFIG";
 #[test]
 #[ignore]
 fn child_daemon() {
-    let Ok(path) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let cfg: edgewatt::config::Config =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
-        edgewatt::daemon::run(cfg, async move {
-            term.recv().await;
-        })
-        .await
-        .unwrap();
-    });
+    run_child_daemon(CHILD_ENV);
 }
 
 fn spawn_child(config_path: &std::path::Path) -> Child {

@@ -30,21 +30,7 @@ const DEV: &str = "board-k";
 #[test]
 #[ignore]
 fn child_daemon() {
-    let Ok(path) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let cfg: edgewatt::config::Config =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
-        edgewatt::daemon::run(cfg, async move {
-            term.recv().await;
-        })
-        .await
-        .unwrap();
-    });
+    run_child_daemon(CHILD_ENV);
 }
 
 fn spawn_daemon(config_path: &Path) -> Child {

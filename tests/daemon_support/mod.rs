@@ -425,3 +425,24 @@ pub fn job(id: &str, max_tokens: u32) -> String {
     })
     .to_string()
 }
+
+/// The body of a `child_daemon` pseudo-test (a test binary re-run as a daemon process,
+/// so a test can kill -9 it): runs the daemon whose config (JSON) the file named by
+/// `env` holds until SIGTERM; returns at once when `env` is unset (a plain test run).
+pub fn run_child_daemon(env: &str) {
+    let Ok(path) = std::env::var(env) else {
+        return;
+    };
+    let cfg: edgewatt::config::Config =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+        edgewatt::daemon::run(cfg, async move {
+            term.recv().await;
+        })
+        .await
+        .unwrap();
+    });
+}
