@@ -5,7 +5,7 @@
 
 mod daemon_support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use daemon_support::*;
@@ -22,21 +22,7 @@ fn child_daemon() {
 }
 
 fn spawn_child(config_path: &std::path::Path) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_daemon",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(CHILD_ENV, config_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
+    spawn_child_daemon(CHILD_ENV, config_path)
 }
 
 fn long_job(id: &str, tokens: u32) -> String {

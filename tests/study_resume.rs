@@ -34,21 +34,7 @@ fn child_daemon() {
 }
 
 fn spawn_daemon(config_path: &Path) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_daemon",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(CHILD_ENV, config_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
+    spawn_child_daemon(CHILD_ENV, config_path)
 }
 
 /// `edgewatt study run --json`: the child and a channel of its output lines.

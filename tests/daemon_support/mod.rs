@@ -446,3 +446,24 @@ pub fn run_child_daemon(env: &str) {
         .unwrap();
     });
 }
+
+/// Starts this test binary again as a `child_daemon` process (see [`run_child_daemon`])
+/// with `env` naming its config file, so a test can kill -9 it.
+pub fn spawn_child_daemon(env: &str, config_path: &Path) -> std::process::Child {
+    use std::process::{Command, Stdio};
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_daemon",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(env, config_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
