@@ -28,8 +28,9 @@ expected=$(sort <<'LIST'
 -rw-r--r-- ./usr/lib/tmpfiles.d/edgewatt-rapl.conf
 -rw-r--r-- ./usr/share/doc/edgewatt/examples/pi5-pmic.conf
 -rw-r--r-- ./usr/lib/tmpfiles.d/edgewatt-cpufreq.conf
--rw-r--r-- ./usr/lib/systemd/system/edgewatt-power-mode@.service
--rw-r--r-- ./usr/share/polkit-1/rules.d/50-edgewatt-power-mode.rules
+-rw-r--r-- ./usr/lib/systemd/system/edgewatt-power-mode.path
+-rw-r--r-- ./usr/lib/systemd/system/edgewatt-power-mode.service
+-rwxr-xr-x ./usr/libexec/edgewatt/power-mode
 LIST
 )
 missing=$(printf '%s\n' "$expected" | while read -r line; do
@@ -57,8 +58,9 @@ for pair in "config/edgewatt.toml etc/edgewatt/edgewatt.toml" \
             "systemd/edgewatt.service usr/lib/systemd/system/edgewatt.service" \
             "systemd/edgewatt.sysusers usr/lib/sysusers.d/edgewatt.conf" \
             "udev/99-edgewatt-i2c.rules usr/lib/udev/rules.d/99-edgewatt-i2c.rules" \
-            "systemd/edgewatt-power-mode@.service usr/lib/systemd/system/edgewatt-power-mode@.service" \
-            "polkit/50-edgewatt-power-mode.rules usr/share/polkit-1/rules.d/50-edgewatt-power-mode.rules"; do
+            "systemd/edgewatt-power-mode.path usr/lib/systemd/system/edgewatt-power-mode.path" \
+            "systemd/edgewatt-power-mode.service usr/lib/systemd/system/edgewatt-power-mode.service" \
+            "systemd/edgewatt-power-mode usr/libexec/edgewatt/power-mode"; do
   set -- $pair
   if [ -f "$1" ]; then cmp -s "$1" "$ctl/root/$2" || fail "$2 differs from $1"; fi
 done

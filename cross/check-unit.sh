@@ -11,6 +11,10 @@ bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 sed "s#^ExecStart=/usr/bin/edgewatt #ExecStart=$bin #" systemd/edgewatt.service > "$dir/edgewatt.service"
+# edgewatt.service wants the nvpmodel watcher: it is there too, as installed.
+cp systemd/edgewatt-power-mode.path "$dir/"
+sed "s#^ExecStart=/usr/libexec/edgewatt/power-mode#ExecStart=$(pwd)/systemd/edgewatt-power-mode#" \
+  systemd/edgewatt-power-mode.service > "$dir/edgewatt-power-mode.service"
 
 status=0
 check() {
@@ -21,15 +25,14 @@ check "$dir"
 mkdir "$dir/edgewatt.service.d"
 cp systemd/jetson-video.conf "$dir/edgewatt.service.d/jetson.conf"
 check "$dir"
-# The nvpmodel oneshot (an instance of the template). Its ExecStart is nvpmodel,
-# which only a Jetson has: point it at a program that exists so verify checks the rest.
-sed "s#^ExecStart=/usr/sbin/nvpmodel #ExecStart=$(command -v true) #" 'systemd/edgewatt-power-mode@.service' \
-  > "$dir/edgewatt-power-mode@.service"
-out=$(SYSTEMD_UNIT_PATH="$dir:" systemd-analyze verify --man=no "$dir/edgewatt-power-mode@.service" 2>&1) || status=1
-if [ -n "$out" ]; then printf '%s\n' "$out" >&2; status=1; fi
-cp "$dir/edgewatt-power-mode@.service" "$dir/edgewatt-power-mode@2.service"
-out=$(SYSTEMD_UNIT_PATH="$dir:" systemd-analyze verify --man=no "$dir/edgewatt-power-mode@2.service" 2>&1) || status=1
-if [ -n "$out" ]; then printf '%s\n' "$out" >&2; status=1; fi
+# The nvpmodel watcher and its root oneshot (ExecStart pointed at the script in this
+# checkout, above, so verify also checks the command exists).
+for u in edgewatt-power-mode.path edgewatt-power-mode.service; do
+  out=$(SYSTEMD_UNIT_PATH="$dir:" systemd-analyze verify --man=no "$dir/$u" 2>&1) || status=1
+  if [ -n "$out" ]; then printf '%s\n' "$out" >&2; status=1; fi
+done
+# The script is POSIX sh (dash runs it on Debian and Ubuntu).
+sh -n systemd/edgewatt-power-mode || status=1
 # The tmpfiles rules parse and name a group that exists (applied to an empty root
 # whose /etc/group has edgewatt: the globs match nothing there, the syntax is checked).
 if command -v systemd-tmpfiles >/dev/null; then
@@ -41,5 +44,5 @@ if command -v systemd-tmpfiles >/dev/null; then
     [ -z "$out" ] || { printf '%s\n' "$out" >&2; status=1; }
   done
 fi
-[ "$status" -eq 0 ] && echo "check-unit: ok: edgewatt.service (and + jetson drop-in), edgewatt-power-mode@.service pass systemd-analyze verify"
+[ "$status" -eq 0 ] && echo "check-unit: ok: edgewatt.service (and + jetson drop-in), edgewatt-power-mode.path and .service pass systemd-analyze verify; the tmpfiles rules apply"
 exit "$status"

@@ -16,6 +16,8 @@ PREFIX         ?= /usr/local
 DESTDIR        ?=
 BINDIR         ?= $(PREFIX)/bin
 LIBDIR         ?= $(PREFIX)/lib
+LIBEXECDIR     ?= $(PREFIX)/libexec/edgewatt
+TMPFILESDIR    ?= $(LIBDIR)/tmpfiles.d
 DOCDIR         ?= $(PREFIX)/share/doc/edgewatt
 SYSCONFDIR     ?= /etc
 # systemd and udev look in /etc and /usr/lib; systemd also in /usr/local/lib, udev not.
@@ -48,7 +50,7 @@ check-deb:
 check-unit:
 	cross/check-unit.sh $(INSTALL_BIN)
 
-## install: binary, unit, sysusers, udev rule, modules-load, config (kept if present), docs
+## install: binary, units, sysusers, udev rule, modules-load, tmpfiles, power-mode script, config (kept if present), docs
 install:
 	@[ -x "$(INSTALL_BIN)" ] || { echo "no binary '$(INSTALL_BIN)': make build (or make aarch64 and INSTALL_BIN=…)" >&2; exit 1; }
 	install -Dm755 "$(INSTALL_BIN)" "$(DESTDIR)$(BINDIR)/edgewatt"
@@ -57,6 +59,12 @@ install:
 	install -Dm644 systemd/edgewatt.sysusers "$(DESTDIR)$(LIBDIR)/sysusers.d/edgewatt.conf"
 	install -Dm644 systemd/edgewatt.modules-load "$(DESTDIR)$(LIBDIR)/modules-load.d/edgewatt.conf"
 	install -Dm644 udev/99-edgewatt-i2c.rules "$(DESTDIR)$(UDEVRULESDIR)/99-edgewatt-i2c.rules"
+	install -Dm644 systemd/edgewatt-cpufreq.tmpfiles "$(DESTDIR)$(TMPFILESDIR)/edgewatt-cpufreq.conf"
+	install -Dm644 systemd/edgewatt-rapl.tmpfiles "$(DESTDIR)$(TMPFILESDIR)/edgewatt-rapl.conf"
+	install -Dm755 systemd/edgewatt-power-mode "$(DESTDIR)$(LIBEXECDIR)/power-mode"
+	install -Dm644 systemd/edgewatt-power-mode.path "$(DESTDIR)$(UNITDIR)/edgewatt-power-mode.path"
+	tmp=$$(mktemp) && sed 's#^ExecStart=/usr/libexec/edgewatt/power-mode#ExecStart=$(LIBEXECDIR)/power-mode#' systemd/edgewatt-power-mode.service > "$$tmp" \
+		&& install -Dm644 "$$tmp" "$(DESTDIR)$(UNITDIR)/edgewatt-power-mode.service"; rc=$$?; rm -f "$$tmp"; exit $$rc
 	@if [ -e "$(DESTDIR)$(SYSCONFDIR)/edgewatt/edgewatt.toml" ]; then \
 		echo "keeping $(DESTDIR)$(SYSCONFDIR)/edgewatt/edgewatt.toml"; \
 	else \
@@ -67,6 +75,7 @@ install:
 	install -Dm644 systemd/jetson-video.conf "$(DESTDIR)$(DOCDIR)/examples/jetson-video.conf"
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
 		systemd-sysusers "$(LIBDIR)/sysusers.d/edgewatt.conf"; \
+		systemd-tmpfiles --create "$(TMPFILESDIR)/edgewatt-cpufreq.conf" "$(TMPFILESDIR)/edgewatt-rapl.conf" || true; \
 		systemctl daemon-reload; \
 		udevadm control --reload-rules && udevadm trigger --subsystem-match=i2c-dev || true; \
 		modprobe i2c-dev || true; \
@@ -78,8 +87,10 @@ uninstall:
 	-@[ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ] && systemctl disable --now edgewatt 2>/dev/null || true
 	rm -f "$(DESTDIR)$(BINDIR)/edgewatt" "$(DESTDIR)$(UNITDIR)/edgewatt.service" \
 		"$(DESTDIR)$(LIBDIR)/sysusers.d/edgewatt.conf" "$(DESTDIR)$(LIBDIR)/modules-load.d/edgewatt.conf" \
-		"$(DESTDIR)$(UDEVRULESDIR)/99-edgewatt-i2c.rules"
-	rm -rf "$(DESTDIR)$(DOCDIR)"
+		"$(DESTDIR)$(UDEVRULESDIR)/99-edgewatt-i2c.rules" \
+		"$(DESTDIR)$(TMPFILESDIR)/edgewatt-cpufreq.conf" "$(DESTDIR)$(TMPFILESDIR)/edgewatt-rapl.conf" \
+		"$(DESTDIR)$(UNITDIR)/edgewatt-power-mode.path" "$(DESTDIR)$(UNITDIR)/edgewatt-power-mode.service"
+	rm -rf "$(DESTDIR)$(DOCDIR)" "$(DESTDIR)$(LIBEXECDIR)"
 	@if cmp -s config/edgewatt.toml "$(DESTDIR)$(SYSCONFDIR)/edgewatt/edgewatt.toml"; then \
 		rm -f "$(DESTDIR)$(SYSCONFDIR)/edgewatt/edgewatt.toml"; \
 		rmdir "$(DESTDIR)$(SYSCONFDIR)/edgewatt" 2>/dev/null || true; \

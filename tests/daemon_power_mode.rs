@@ -6,7 +6,11 @@
 //! - the retained status lists the modes and what each sets;
 //! - a job under `eco` runs with it applied (the result says so) and the tree is
 //!   back afterwards; a job naming no mode records the board as it is;
-//! - an unknown mode and one the board cannot apply are `rejected` with their codes.
+//! - an unknown mode and one the board cannot apply are `rejected` with their codes;
+//! - on a fake Jetson, an nvpmodel mode goes through the request file to the packaged
+//!   root script (run here by a stand-in for `edgewatt-power-mode.path`, with a fake
+//!   `nvpmodel`), is read back, recorded and restored; a mode nvpmodel refuses
+//!   (reboot required) fails with nvpmodel's words and the job does not run.
 //!
 //! `cargo test --release --test daemon_power_mode`
 
@@ -210,5 +214,126 @@ async fn jobs_run_under_their_power_mode_and_the_board_is_put_back() {
     daemon.await.unwrap().unwrap();
     stop.store(true, Ordering::Relaxed);
     kernel.join().unwrap();
+    c.close().await;
+}
+
+/// A Jetson's nvpmodel files: three modes, the board in MAXN (0); a fake `nvpmodel`
+/// that writes the status file as the real one does (and asks for a reboot for 3).
+fn jetson(root: &Path) {
+    put(
+        root,
+        "etc/nvpmodel.conf",
+        "< POWER_MODEL ID=0 NAME=MAXN >\n< POWER_MODEL ID=1 NAME=15W >\n\
+         < POWER_MODEL ID=3 NAME=7W >\n< PM_CONFIG DEFAULT=0 >",
+    );
+    put(root, "var/lib/nvpmodel/status", "pmode:0000 fmode:quiet");
+    std::fs::create_dir_all(root.join("var/lib/edgewatt")).unwrap();
+    let fake = format!(
+        "#!/bin/sh\necho \"$@\" >> '{r}/nvpmodel.calls'\n\
+         [ \"$2\" = 3 ] && {{ echo 'NVPM WARN: Reboot required for changing to this power mode: 3'; exit 0; }}\n\
+         printf 'pmode:%04d fmode:quiet\\n' \"$2\" > '{r}/var/lib/nvpmodel/status'\n",
+        r = root.display()
+    );
+    put(root, "usr/sbin/nvpmodel", &fake);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        root.join("usr/sbin/nvpmodel"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+}
+
+/// Stands in for `edgewatt-power-mode.path`: whenever the request file changes, runs
+/// the packaged script (as `edgewatt-power-mode.service` would) on the fake board.
+fn path_unit(root: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("systemd/edgewatt-power-mode");
+    std::thread::spawn(move || {
+        let request = root.join("var/lib/edgewatt/power-mode.request");
+        let mut seen = String::new();
+        while !stop.load(Ordering::Relaxed) {
+            let now = std::fs::read_to_string(&request).unwrap_or_default();
+            if now != seen {
+                seen = now;
+                let _ = std::process::Command::new("sh")
+                    .arg(&script)
+                    .arg(&request)
+                    .arg(root.join("var/lib/edgewatt-power-mode"))
+                    .arg(root.join("usr/sbin/nvpmodel"))
+                    .arg(root.join("etc/nvpmodel.conf"))
+                    .status();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nvpmodel_modes_go_through_the_request_file_and_the_root_script() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let tree = tempfile::tempdir().unwrap();
+    let root = tree.path().to_path_buf();
+    jetson(&root);
+    let stop = Arc::new(AtomicBool::new(false));
+    let unit = path_unit(root.clone(), stop.clone());
+
+    let dev = "pmode-jetson";
+    let mut cfg = daemon_config(&broker.url(), dev, state.path());
+    cfg.power.thermal_interval_ms = 0;
+    cfg.power_modes.insert("15w".into(), mode("nvpmodel = 1"));
+    cfg.power_modes.insert("7w".into(), mode("nvpmodel = 3"));
+    cfg.validate().unwrap();
+    let mut settings = Settings::from_config(&cfg).unwrap();
+    settings.power_mode_root = root.clone();
+
+    let reply = "test/reply/pmode-jetson";
+    let mut c = Client::connect(&broker.url(), &[&format!("{P}/{dev}/#"), reply], false).await;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(edgewatt::daemon::run_with(settings, async {
+        let _ = rx.await;
+    }));
+    wait_online(&mut c, P, dev).await;
+    let submit = |id: &str, mode: &str| {
+        let mut j: Value = serde_json::from_str(&job(id, 4)).unwrap();
+        j["power_mode"] = json!(mode);
+        j.to_string()
+    };
+    let wait = Duration::from_secs(180);
+    let status = || std::fs::read_to_string(root.join("var/lib/nvpmodel/status")).unwrap();
+
+    c.submit_job(P, dev, submit("pm-15w", "15w"), reply, b"15w")
+        .await;
+    let r = c.wait_reply(wait, "pm-15w result", reply, b"15w").await;
+    assert_eq!(r["state"], "succeeded", "{r}");
+    assert_eq!(r["power_mode"]["name"], "15w", "{r}");
+    assert_eq!(
+        r["power_mode"]["nvpmodel"],
+        json!({"id": 1, "name": "15W"}),
+        "{r}"
+    );
+    // Restored through the same path, and the script answered both requests.
+    assert_eq!(status(), "pmode:0000 fmode:quiet\n");
+    let calls = std::fs::read_to_string(root.join("nvpmodel.calls")).unwrap();
+    assert_eq!(calls, "-m 1\n-m 0\n");
+    let answer = std::fs::read_to_string(root.join("var/lib/edgewatt-power-mode/result")).unwrap();
+    assert!(answer.ends_with(" 0 ok \n"), "{answer}");
+
+    // nvpmodel wants a reboot: the job does not run, nvpmodel's words reach the sender.
+    c.submit_job(P, dev, submit("pm-7w", "7w"), reply, b"7w")
+        .await;
+    let r = c.wait_reply(wait, "pm-7w", reply, b"7w").await;
+    assert_eq!(r["state"], "rejected", "{r}");
+    assert_eq!(r["error"]["code"], "power_mode_failed", "{r}");
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("takes effect only after a reboot") && msg.contains("Reboot required"),
+        "{msg}"
+    );
+    assert_eq!(status(), "pmode:0000 fmode:quiet\n");
+
+    let _ = tx.send(());
+    daemon.await.unwrap().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    unit.join().unwrap();
     c.close().await;
 }

@@ -1,10 +1,10 @@
 //! The packaged files that let the unprivileged, NoNewPrivileges daemon set power
 //! modes (issue 13), checked by the real tools: the cpufreq tmpfiles rule applied by
-//! `systemd-tmpfiles --root` to a fake tree, the nvpmodel oneshot template (an
-//! instance of it) through `systemd-analyze verify`, the main unit still verifying
-//! with its `ReadWritePaths=`, and the polkit rule's logic evaluated by a real
-//! JavaScript engine (node) with polkit's `addRule` API. Where a tool is absent the
-//! test says so and passes.
+//! `systemd-tmpfiles --root` to a fake tree; the nvpmodel watcher
+//! (`edgewatt-power-mode.path`) and its root oneshot through `systemd-analyze
+//! verify`, the main unit still verifying with its `ReadWritePaths=` and `Wants=`;
+//! and the oneshot's script run by `sh` against a fake `nvpmodel`. Where a tool is
+//! absent the test says so and passes.
 //!
 //! `cargo test --release --test service_power_mode`
 
@@ -97,91 +97,180 @@ fn cpufreq_tmpfiles_rule_gives_group_edgewatt_the_mode_files() {
 }
 
 #[test]
-fn power_mode_oneshot_and_the_unit_pass_verify() {
+fn power_mode_watcher_oneshot_and_the_unit_pass_verify() {
     let Some(analyze) = tool("systemd-analyze") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let template =
-        std::fs::read_to_string(repo().join("systemd/edgewatt-power-mode@.service")).unwrap();
-    assert!(template.contains("ExecStart=/usr/sbin/nvpmodel -m %i"));
-    assert!(template.contains("Type=oneshot"));
-    // nvpmodel exists only on a Jetson: point ExecStart at a program that exists here
-    // so verify checks everything else.
-    let here = template.replace("ExecStart=/usr/sbin/nvpmodel ", "ExecStart=/bin/true ");
-    std::fs::write(dir.path().join("edgewatt-power-mode@.service"), &here).unwrap();
-    std::fs::write(dir.path().join("edgewatt-power-mode@2.service"), &here).unwrap();
-    verify(&analyze, dir.path(), "edgewatt-power-mode@2.service");
+    let path = std::fs::read_to_string(repo().join("systemd/edgewatt-power-mode.path")).unwrap();
+    assert!(path.contains("PathChanged=/var/lib/edgewatt/power-mode.request"));
+    let service =
+        std::fs::read_to_string(repo().join("systemd/edgewatt-power-mode.service")).unwrap();
+    assert!(service.contains("Type=oneshot"));
+    assert!(service.contains("ExecStart=/usr/libexec/edgewatt/power-mode\n"));
+    assert!(service.contains("StateDirectory=edgewatt-power-mode"));
+    // As installed, but ExecStart is the script in this checkout (verify checks it exists).
+    let script = repo().join("systemd/edgewatt-power-mode");
+    let service = service.replace(
+        "ExecStart=/usr/libexec/edgewatt/power-mode",
+        &format!("ExecStart={}", script.display()),
+    );
+    std::fs::write(dir.path().join("edgewatt-power-mode.path"), &path).unwrap();
+    std::fs::write(dir.path().join("edgewatt-power-mode.service"), &service).unwrap();
+    verify(&analyze, dir.path(), "edgewatt-power-mode.path");
+    verify(&analyze, dir.path(), "edgewatt-power-mode.service");
 
     let exe = env!("CARGO_BIN_EXE_edgewatt");
     let unit = std::fs::read_to_string(repo().join("systemd/edgewatt.service")).unwrap();
     assert!(unit.contains("ReadWritePaths=-/sys/devices/system/cpu/cpufreq"));
     assert!(unit.contains("NoNewPrivileges=yes"));
+    assert!(unit.contains("Wants=edgewatt-power-mode.path"));
     let unit = unit.replace("ExecStart=/usr/bin/edgewatt ", &format!("ExecStart={exe} "));
     std::fs::write(dir.path().join("edgewatt.service"), unit).unwrap();
     verify(&analyze, dir.path(), "edgewatt.service");
 }
 
-/// Runs the rule under node with polkit's API (`polkit.addRule`, `action.id`,
-/// `action.lookup`, `subject.user`, `polkit.Result`) and returns what it answers
-/// for each (user, verb, unit).
-fn polkit_answers(node: &Path, cases: &[(&str, &str, &str)]) -> Vec<String> {
-    let rule = std::fs::read_to_string(repo().join("polkit/50-edgewatt-power-mode.rules")).unwrap();
-    let cases_js: Vec<String> = cases
-        .iter()
-        .map(|(u, v, n)| format!("[{u:?}, {v:?}, {n:?}]"))
-        .collect();
-    let script = format!(
-        r#"
-const rules = [];
-const polkit = {{ addRule: (f) => rules.push(f), Result: {{ YES: "yes", NO: "no" }} }};
-{rule}
-for (const [user, verb, unit] of [{cases}]) {{
-  const action = {{ id: "org.freedesktop.systemd1.manage-units",
-                    lookup: (k) => ({{ verb: verb, unit: unit }})[k] }};
-  const subject = {{ user: user }};
-  let answer = "none";
-  for (const r of rules) {{ const a = r(action, subject); if (a !== undefined) {{ answer = a; break; }} }}
-  console.log(answer);
-}}
+/// A board for the script: an nvpmodel.conf, a fake `nvpmodel` that logs its
+/// arguments and writes the status file as the real one does (`-m 2` fails with
+/// NVPM ERROR, `-m 3` asks for a reboot), and the request/answer paths.
+struct Board {
+    dir: tempfile::TempDir,
+}
+
+impl Board {
+    fn new() -> Board {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(
+            d.join("nvpmodel.conf"),
+            "< POWER_MODEL ID=0 NAME=MAXN >\n< POWER_MODEL ID=1 NAME=15W >\n\
+             < POWER_MODEL ID=2 NAME=30W >\n< POWER_MODEL ID=3 NAME=7W >\n< PM_CONFIG DEFAULT=0 >\n",
+        )
+        .unwrap();
+        let fake = format!(
+            r#"#!/bin/sh
+echo "$@" >> '{d}/calls'
+case "$2" in
+  2) echo "NVPM ERROR: failed to write /sys/devices/gpu.0/railgate_enable"; exit 1 ;;
+  3) echo "NVPM WARN: Reboot required for changing to this power mode: 3"
+     echo "NVPM WARN: DO YOU WANT TO REBOOT NOW? enter YES/yes to confirm:"; exit 0 ;;
+esac
+printf 'pmode:%04d fmode:quiet\n' "$2" > '{d}/status'
 "#,
-        cases = cases_js.join(", ")
-    );
-    let out = Command::new(node)
-        .arg("-e")
-        .arg(script)
-        .output()
-        .expect("run node");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
+            d = d.display()
+        );
+        std::fs::write(d.join("nvpmodel"), fake).unwrap();
+        std::fs::set_permissions(d.join("nvpmodel"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        Board { dir }
+    }
+
+    fn p(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs the script as the unit would (with the test paths) on `request`
+    /// (`None`: no request file); returns (exit code, result file, stderr).
+    fn run(&self, request: Option<&str>) -> (i32, String, String) {
+        if let Some(r) = request {
+            let _ = std::fs::remove_file(self.p("request"));
+            std::fs::write(self.p("request"), r).unwrap();
+        }
+        let out = Command::new("sh")
+            .arg(repo().join("systemd/edgewatt-power-mode"))
+            .args([
+                self.p("request"),
+                self.p("out"),
+                self.p("nvpmodel"),
+                self.p("nvpmodel.conf"),
+            ])
+            .output()
+            .expect("run sh");
+        (
+            out.status.code().unwrap_or(-1),
+            std::fs::read_to_string(self.p("out/result")).unwrap_or_default(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn calls(&self) -> String {
+        std::fs::read_to_string(self.p("calls")).unwrap_or_default()
+    }
 }
 
 #[test]
-fn polkit_rule_lets_edgewatt_start_only_the_power_mode_units() {
-    let Some(node) = tool("node") else {
-        return;
-    };
-    let answers = polkit_answers(
-        &node,
-        &[
-            ("edgewatt", "start", "edgewatt-power-mode@0.service"),
-            ("edgewatt", "start", "edgewatt-power-mode@15.service"),
-            ("edgewatt", "stop", "edgewatt-power-mode@0.service"),
-            ("edgewatt", "start", "edgewatt.service"),
-            ("edgewatt", "start", "edgewatt-power-mode@x;rm.service"),
-            ("edgewatt", "start", "ssh.service"),
-            ("mallory", "start", "edgewatt-power-mode@0.service"),
-        ],
-    );
+fn power_mode_script_runs_nvpmodel_only_for_a_valid_request() {
+    let b = Board::new();
+    // No request (the event of a removal): nothing.
+    assert_eq!(b.run(None).0, 0);
+    assert!(!b.p("out/result").exists());
+
+    let (rc, result, _) = b.run(Some("1 1001\n"));
+    assert_eq!((rc, result.as_str()), (0, "1001 1 ok \n"));
     assert_eq!(
-        answers,
-        vec!["yes", "yes", "none", "none", "none", "none", "none"]
+        std::fs::read_to_string(b.p("status")).unwrap(),
+        "pmode:0001 fmode:quiet\n"
+    );
+    let meta = std::fs::metadata(b.p("out/result")).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o644);
+    assert_eq!(meta.uid(), std::fs::metadata(b.dir.path()).unwrap().uid());
+    // The same request again (a unit restart): answered already, nvpmodel not rerun.
+    assert_eq!(b.run(Some("1 1001\n")).0, 0);
+    assert_eq!(b.calls(), "-m 1\n");
+
+    let (rc, result, _) = b.run(Some("2 1002\n"));
+    assert_eq!(rc, 1);
+    assert!(
+        result.starts_with("1002 2 failed nvpmodel -m 2 exited 1: NVPM ERROR: failed to write"),
+        "{result}"
+    );
+    let (rc, result, _) = b.run(Some("3 1003\n"));
+    assert_eq!(rc, 1);
+    assert!(
+        result.starts_with("1003 3 failed mode 3 takes effect only after a reboot"),
+        "{result}"
+    );
+    // Not in the conf: answered, nvpmodel never sees it.
+    let (rc, result, _) = b.run(Some("7 1004\n"));
+    assert_eq!(rc, 1);
+    assert!(
+        result.starts_with("1004 7 failed mode 7 is not a POWER_MODEL ID in"),
+        "{result}"
+    );
+    assert_eq!(b.calls(), "-m 1\n-m 2\n-m 3\n");
+
+    // Malformed requests: refused without an answer (the daemon never writes these)
+    // and without running anything.
+    for bad in [
+        "01 1005\n",
+        "1\n",
+        "1 x\n",
+        "-m 1\n",
+        "1;reboot 1006\n",
+        "1 1007 extra\n",
+        "",
+        "1000 1008\n",
+    ] {
+        let (rc, result, err) = b.run(Some(bad));
+        assert_eq!(rc, 1, "{bad:?}");
+        assert!(result.starts_with("1004 "), "{bad:?}: {result}");
+        assert!(err.contains("not 'ID NONCE'"), "{bad:?}: {err}");
+    }
+    // A link planted where the request goes is never followed.
+    std::fs::remove_file(b.p("request")).unwrap();
+    std::os::unix::fs::symlink(b.p("nvpmodel.conf"), b.p("request")).unwrap();
+    let (rc, _, err) = b.run(None);
+    assert_eq!(rc, 1);
+    assert!(err.contains("symbolic link"), "{err}");
+    assert_eq!(b.calls(), "-m 1\n-m 2\n-m 3\n");
+
+    // A board without nvpmodel.conf: answered with why.
+    std::fs::remove_file(b.p("nvpmodel.conf")).unwrap();
+    std::fs::remove_file(b.p("request")).unwrap();
+    let (rc, result, _) = b.run(Some("0 1009\n"));
+    assert_eq!(rc, 1);
+    assert!(
+        result.contains("nvpmodel modes are for Jetson boards"),
+        "{result}"
     );
 }

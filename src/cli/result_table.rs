@@ -52,6 +52,9 @@ pub fn result_table(r: &Value) -> String {
     s.push_str(&format!(
         "model {model} {quant}{requant}, finish {fr}, {pt:.0} prompt + {gt:.0} generated tokens\n"
     ));
+    if let Some(line) = power_mode_line(r.get("power_mode").unwrap_or(&Value::Null)) {
+        s.push_str(&line);
+    }
     s.push_str("  phase        ms      tok/s\n");
     s.push_str(&format!("  queue  {:>9.1}\n", t("queue_ms")));
     s.push_str(&format!("  load   {:>9.1}\n", t("load_ms")));
@@ -119,6 +122,62 @@ pub fn result_table(r: &Value) -> String {
     s
 }
 
+/// `power mode eco: policy0 powersave 600–1000 MHz (ran 600–1000); nvpmodel 1 15W;
+/// arm_freq 2400 MHz`; `None` when the board exposed nothing (a J/token figure is
+/// shown with the mode it was measured under).
+fn power_mode_line(pm: &Value) -> Option<String> {
+    if !pm.is_object() {
+        return None;
+    }
+    let mhz = |v: Option<&Value>| {
+        v.and_then(Value::as_f64)
+            .map(|k| format!("{:.0}", k / 1000.0))
+    };
+    let mut parts = Vec::new();
+    for p in pm
+        .get("cpufreq")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let mut part = format!(
+            "policy{}",
+            p.get("policy").and_then(Value::as_u64).unwrap_or(0)
+        );
+        if let Some(g) = p.get("governor").and_then(Value::as_str) {
+            part.push_str(&format!(" {g}"));
+        }
+        if let (Some(lo), Some(hi)) = (mhz(p.get("min_khz")), mhz(p.get("max_khz"))) {
+            part.push_str(&format!(" {lo}–{hi} MHz"));
+        }
+        if let (Some(lo), Some(hi)) = (mhz(p.get("seen_min_khz")), mhz(p.get("seen_max_khz"))) {
+            part.push_str(&format!(" (ran {lo}–{hi})"));
+        }
+        parts.push(part);
+    }
+    if let Some(n) = pm.get("nvpmodel").filter(|n| n.is_object()) {
+        let id = n.get("id").and_then(Value::as_u64).unwrap_or(0);
+        let name = n.get("name").and_then(Value::as_str).unwrap_or("");
+        parts.push(format!("nvpmodel {id} {name}").trim_end().to_string());
+    }
+    if let Some(f) = pm.get("arm_freq_mhz").and_then(Value::as_u64) {
+        parts.push(format!("arm_freq {f} MHz"));
+    }
+    let name = pm.get("name").and_then(Value::as_str);
+    if parts.is_empty() && name.is_none() {
+        return None;
+    }
+    Some(format!(
+        "power mode {}: {}\n",
+        name.unwrap_or("(as found)"),
+        if parts.is_empty() {
+            "nothing readable".into()
+        } else {
+            parts.join("; ")
+        }
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,5 +203,23 @@ mod tests {
             &json!({"id":"a","device":"d","state":"rejected","error":{"code":"x","message":"m"}}),
         );
         assert!(t.contains("rejected") && t.contains("(x)"), "{t}");
+    }
+
+    #[test]
+    fn the_power_mode_is_shown_beside_the_figures() {
+        let r = json!({"id": "a", "device": "d", "state": "succeeded", "timings": {},
+            "power_mode": {"name": "eco", "cpufreq": [{"policy": 0, "governor": "powersave",
+                "min_khz": 600000, "max_khz": 1000000, "seen_min_khz": 600000, "seen_max_khz": 1000000}],
+                "nvpmodel": {"id": 1, "name": "15W"}, "arm_freq_mhz": 2400}});
+        let t = result_table(&r);
+        assert!(
+            t.contains("power mode eco: policy0 powersave 600–1000 MHz (ran 600–1000); nvpmodel 1 15W; arm_freq 2400 MHz\n"),
+            "{t}"
+        );
+        let mut bare = r.clone();
+        bare["power_mode"] = json!({"cpufreq": [{"policy": 4, "governor": "schedutil"}]});
+        assert!(result_table(&bare).contains("power mode (as found): policy4 schedutil\n"));
+        bare["power_mode"] = Value::Null;
+        assert!(!result_table(&bare).contains("power mode"));
     }
 }

@@ -133,6 +133,9 @@ pub struct SubmitArgs {
     /// Tokens put into the context before the prompt, unmeasured.
     #[arg(long)]
     pub depth: Option<u32>,
+    /// Run under this `[power_modes.NAME]` of the board (applied, read back, restored).
+    #[arg(long, value_name = "NAME")]
+    pub power_mode: Option<String>,
 }
 
 /// Runs `edgewatt submit`. Fails (non-zero exit) when any job does not succeed.
@@ -217,6 +220,7 @@ pub fn job_from_flags(args: &SubmitArgs) -> anyhow::Result<Map<String, Value>> {
         ("reference", args.reference.as_ref().map(|v| json!(v))),
         ("prompt_tokens", args.prompt_tokens.map(|v| json!(v))),
         ("depth", args.depth.map(|v| json!(v))),
+        ("power_mode", args.power_mode.as_ref().map(|v| json!(v))),
     ] {
         if let Some(v) = v {
             job.insert(k.into(), v);
@@ -550,6 +554,12 @@ mod tests {
         let j = job_from_flags(&args).unwrap();
         assert_eq!(j["prompt_tokens"], 32);
         assert_eq!(j["depth"], 64);
+        let args = SubmitArgs {
+            prompt: Some("hi".into()),
+            power_mode: Some("eco".into()),
+            ..SubmitArgs::default()
+        };
+        assert_eq!(job_from_flags(&args).unwrap()["power_mode"], "eco");
         let generate = SubmitArgs {
             kind: Some("generate".into()),
             ..SubmitArgs::default()

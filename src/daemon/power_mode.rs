@@ -3,7 +3,7 @@
 //! restored after it; every result records the mode it ran under. A daemon that
 //! died with a mode applied has it restored by its next start ([`PowerModes::recover`]).
 //!
-//! Every call here touches sysfs or runs `systemctl`, so the async wrappers run
+//! Every call here touches sysfs or waits on the nvpmodel request file, so the async wrappers run
 //! them on the blocking pool.
 
 use std::collections::BTreeMap;
@@ -15,10 +15,10 @@ use serde_json::{json, Value};
 
 use super::{Ctx, Settings};
 use crate::jobs::protocol::{ErrorBody, Job};
-use crate::power::pi5pmic::gencmd::{Gencmd, Mailbox, Vcio};
+use crate::power::pi5pmic::gencmd::{Gencmd, Mailbox, VcgencmdProcess, Vcio};
 use crate::powermode::{
     apply, journal, plan, previous, read, restore, wait_applied, NvpmodelSetter, PowerModeError,
-    PowerModeRecord, PowerModeSpec, Previous, RestoreJournal, SystemdNvpmodel,
+    PowerModeRecord, PowerModeSpec, Previous, RequestFile, RestoreJournal,
 };
 
 /// The daemon's power-mode state, shared by intake and runner.
@@ -29,7 +29,7 @@ pub struct PowerModes {
     modes: BTreeMap<String, PowerModeSpec>,
     /// The mode to restore after a crash.
     journal: RestoreJournal,
-    /// Sets Jetson nvpmodel modes (the root oneshot unit).
+    /// Sets Jetson nvpmodel modes (the request file the root unit answers).
     nvpmodel: Box<dyn NvpmodelSetter>,
     /// The Pi's firmware mailbox, for `arm_freq`; `None` elsewhere.
     gencmd: Mutex<Option<Box<dyn Gencmd>>>,
@@ -58,9 +58,15 @@ impl PowerModes {
     /// From the settings; the restore journal lives beside the job journal.
     pub fn new(settings: &Settings) -> PowerModes {
         let root = settings.power_mode_root.clone();
+        let nvpmodel: Box<dyn NvpmodelSetter> = Box::new(RequestFile::under(&root));
         let vcio = root.join("dev/vcio");
+        // The mailbox, else (on the real root only, not a test tree) `vcgencmd` when
+        // it is on PATH: one process per job for `arm_freq`, as the PMIC sensor does.
         let gencmd: Option<Box<dyn Gencmd>> = match Vcio::open(&vcio) {
             Ok(v) => Some(Box::new(Mailbox::new(v))),
+            Err(_) if root == std::path::Path::new("/") => VcgencmdProcess::new(None)
+                .ok()
+                .map(|p| Box::new(p) as Box<dyn Gencmd>),
             Err(_) => None,
         };
         let dir = settings
@@ -72,7 +78,7 @@ impl PowerModes {
             root,
             modes: settings.power_modes.clone(),
             journal: RestoreJournal::in_dir(&dir),
-            nvpmodel: Box::new(SystemdNvpmodel::default()),
+            nvpmodel,
             gencmd: Mutex::new(gencmd),
             timeout: settings.power_mode_timeout,
         }
@@ -193,6 +199,68 @@ impl PowerModes {
     }
 }
 
+/// Widens each cpufreq policy's seen range (`seen_min_khz`/`seen_max_khz`, sampled
+/// at the job's start and end) with the thermal recorder's per-CPU range over the
+/// job (`thermal.cpus`, sampled every `power.thermal_interval_ms`), so the result
+/// says what the CPUs really ran at, not only at the boundaries. A policy takes the
+/// range of the CPUs in its `cpus`; `freq_samples` then counts the recorder's
+/// readings too. Nothing changes without a thermal summary.
+pub fn widen_with_thermal(power_mode: &mut Value, thermal: &Value) {
+    let Some(cpus) = thermal.get("cpus").and_then(Value::as_array) else {
+        return;
+    };
+    let readings = thermal.get("readings").and_then(Value::as_u64).unwrap_or(0);
+    let Some(policies) = power_mode.get_mut("cpufreq").and_then(Value::as_array_mut) else {
+        return;
+    };
+    let khz = |v: Option<&Value>| {
+        v.and_then(Value::as_f64)
+            .map(|mhz| (mhz * 1000.0).round() as u64)
+    };
+    let mut widened = false;
+    for p in policies.iter_mut() {
+        let members: Vec<u64> = p
+            .get("cpus")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default();
+        let ranges = cpus.iter().filter(|c| {
+            c.get("cpu")
+                .and_then(Value::as_u64)
+                .is_some_and(|n| members.contains(&n))
+        });
+        let (mut lo, mut hi) = (None::<u64>, None::<u64>);
+        for c in ranges {
+            if let Some(v) = khz(c.get("min_mhz")) {
+                lo = Some(lo.map_or(v, |l| l.min(v)));
+            }
+            if let Some(v) = khz(c.get("max_mhz")) {
+                hi = Some(hi.map_or(v, |h| h.max(v)));
+            }
+        }
+        let Some(obj) = p.as_object_mut() else {
+            continue;
+        };
+        if let Some(lo) = lo {
+            let now = obj.get("seen_min_khz").and_then(Value::as_u64);
+            obj.insert("seen_min_khz".into(), json!(now.map_or(lo, |n| n.min(lo))));
+            widened = true;
+        }
+        if let Some(hi) = hi {
+            let now = obj.get("seen_max_khz").and_then(Value::as_u64);
+            obj.insert("seen_max_khz".into(), json!(now.map_or(hi, |n| n.max(hi))));
+            widened = true;
+        }
+    }
+    if widened {
+        let n = power_mode
+            .get("freq_samples")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        power_mode["freq_samples"] = json!(n + readings);
+    }
+}
+
 /// [`PowerModes::check`] on the blocking pool.
 pub async fn check(ctx: &Arc<Ctx>, job: &Job) -> Result<(), ErrorBody> {
     let Some(name) = job.power_mode.clone() else {
@@ -218,4 +286,49 @@ pub async fn end(ctx: &Arc<Ctx>, active: Active) -> Value {
     tokio::task::spawn_blocking(move || pm.end(active))
         .await
         .unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thermal_ranges_widen_the_policies_they_belong_to() {
+        let mut pm = json!({"name": "eco", "freq_samples": 2, "cpufreq": [
+            {"policy": 0, "cpus": [0, 1], "seen_min_khz": 1000000, "seen_max_khz": 1000000},
+            {"policy": 4, "cpus": [4], "seen_min_khz": 1800000, "seen_max_khz": 1800000},
+            {"policy": 6, "cpus": [6]}]});
+        let thermal = json!({"readings": 40, "cpus": [
+            {"cpu": 0, "min_mhz": 600.0, "max_mhz": 1000.0},
+            {"cpu": 1, "min_mhz": 800.0, "max_mhz": 1200.0},
+            {"cpu": 4, "min_mhz": 1800.0, "max_mhz": 1800.0},
+            {"cpu": 6, "min_mhz": null, "max_mhz": null}]});
+        widen_with_thermal(&mut pm, &thermal);
+        assert_eq!(pm["cpufreq"][0]["seen_min_khz"], 600000);
+        assert_eq!(pm["cpufreq"][0]["seen_max_khz"], 1200000);
+        assert_eq!(pm["cpufreq"][1]["seen_min_khz"], 1800000);
+        assert_eq!(pm["cpufreq"][1]["seen_max_khz"], 1800000);
+        assert!(pm["cpufreq"][2].get("seen_min_khz").is_none(), "{pm}");
+        assert_eq!(pm["freq_samples"], 42);
+    }
+
+    #[test]
+    fn without_thermal_or_cpufreq_nothing_changes() {
+        let pm0 =
+            json!({"freq_samples": 2, "cpufreq": [{"policy": 0, "cpus": [0], "seen_min_khz": 5}]});
+        let mut pm = pm0.clone();
+        widen_with_thermal(&mut pm, &Value::Null);
+        assert_eq!(pm, pm0);
+        widen_with_thermal(
+            &mut pm,
+            &json!({"readings": 3, "cpus": [{"cpu": 9, "min_mhz": 1.0}]}),
+        );
+        assert_eq!(pm, pm0);
+        let mut null = Value::Null;
+        widen_with_thermal(
+            &mut null,
+            &json!({"readings": 3, "cpus": [{"cpu": 0, "min_mhz": 1.0}]}),
+        );
+        assert_eq!(null, Value::Null);
+    }
 }

@@ -275,6 +275,8 @@ async fn finish_report(
         obj.insert("device".into(), json!(ctx.settings.device));
         obj.insert("state".into(), json!(state.as_str()));
         obj.insert("energy".into(), measured.energy);
+        let mut power_mode = power_mode;
+        super::power_mode::widen_with_thermal(&mut power_mode, &measured.thermal);
         obj.insert("thermal".into(), measured.thermal);
         obj.insert("power_mode".into(), power_mode);
         if let Some(t) = obj.get_mut("timings").and_then(Value::as_object_mut) {

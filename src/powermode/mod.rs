@@ -10,7 +10,7 @@
 //! - [`spec`]    — `[power_modes.NAME]`: what a mode sets (the config and status type)
 //! - [`read`]    — the board's current mode, read from sysfs / nvpmodel files / firmware
 //! - [`apply`]   — checking a mode against the board, applying it, waiting, restoring
-//! - [`nvpmodel`] — the Jetson's nvpmodel files and the root oneshot unit that sets a mode
+//! - [`nvpmodel`] — the Jetson's nvpmodel files and the request file a root unit answers
 //! - [`journal`] — the mode to restore, on disk before anything is changed
 
 pub mod apply;
@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 pub use apply::{apply, check, plan, previous, restore, wait_applied, Plan, Previous};
 pub use journal::RestoreJournal;
-pub use nvpmodel::{NvpmodelSetter, SystemdNvpmodel};
+pub use nvpmodel::{NvpmodelSetter, RequestFile};
 pub use read::{read, PowerModeRecord};
 pub use spec::{CpufreqSetting, PowerModeSpec};
 
@@ -66,7 +66,7 @@ pub enum PowerModeError {
         /// What read back differently.
         what: String,
     },
-    /// nvpmodel could not be run (through its systemd unit).
+    /// nvpmodel could not be run (through the request file and its root unit).
     #[error("power mode '{mode}': nvpmodel {id} failed: {message}")]
     Nvpmodel {
         /// The mode's name.

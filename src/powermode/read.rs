@@ -6,8 +6,10 @@
 //! The "frequency seen" is `scaling_cur_freq` sampled at the job's boundaries: once
 //! when the record is taken (after the mode is applied, before the job runs) and
 //! once per [`PowerModeRecord::observe`] (the daemon calls it when the job ends).
-//! It is a cheap bound, not a profile; the thermal recorder's `thermal.cpus` holds
-//! the 10 Hz per-CPU range.
+//! The daemon then widens each policy's range with the thermal recorder's per-CPU
+//! range over the job (`thermal.cpus`, 10 Hz by default;
+//! `daemon::power_mode::widen_with_thermal`), so with the recorder on it is the
+//! range the CPUs ran at during the job.
 
 use std::path::Path;
 
@@ -36,7 +38,8 @@ pub struct PowerModeRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arm_freq_mhz: Option<u32>,
     /// How many times `scaling_cur_freq` / devfreq `cur_freq` were sampled for the
-    /// seen ranges (the job's start and end: 2); absent when there is nothing to sample.
+    /// seen ranges (the job's start and end: 2, plus the thermal recorder's readings
+    /// when they widened the cpufreq ranges); absent when there is nothing to sample.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub freq_samples: u32,
 }
