@@ -81,6 +81,46 @@ fn mode(toml_text: &str) -> PowerModeSpec {
     toml::from_str(toml_text).unwrap()
 }
 
+/// A daemon on `broker` for board `dev` with `modes` (`NAME`, TOML of the mode) and
+/// its power-mode root at `root`, and a client subscribed to its topics and `reply`.
+async fn start_daemon(
+    broker: &Broker,
+    state: &Path,
+    root: &Path,
+    dev: &str,
+    modes: &[(&str, &str)],
+    reply: &str,
+) -> (
+    Client,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let mut cfg = daemon_config(&broker.url(), dev, state);
+    cfg.power.thermal_interval_ms = 0;
+    for (name, spec) in modes {
+        cfg.power_modes.insert((*name).into(), mode(spec));
+    }
+    cfg.validate().unwrap();
+    let mut settings = Settings::from_config(&cfg).unwrap();
+    settings.power_mode_root = root.to_path_buf();
+    let mut c = Client::connect(&broker.url(), &[&format!("{P}/{dev}/#"), reply], false).await;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(edgewatt::daemon::run_with(settings, async {
+        let _ = rx.await;
+    }));
+    wait_online(&mut c, P, dev).await;
+    (c, tx, daemon)
+}
+
+/// A 4-token job, under `mode` when given.
+fn submit(id: &str, mode: Option<&str>) -> String {
+    let mut j: Value = serde_json::from_str(&job(id, 4)).unwrap();
+    if let Some(m) = mode {
+        j["power_mode"] = json!(m);
+    }
+    j.to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_run_under_their_power_mode_and_the_board_is_put_back() {
     let broker = Broker::start();
@@ -101,26 +141,13 @@ async fn jobs_run_under_their_power_mode_and_the_board_is_put_back() {
     let kernel = fake_kernel(root.clone(), stop.clone());
 
     let dev = "pmode";
-    let mut cfg = daemon_config(&broker.url(), dev, state.path());
-    cfg.power.thermal_interval_ms = 0;
-    cfg.power_modes.insert(
-        "eco".into(),
-        mode("governor = \"powersave\"\nmax_freq_khz = 1000000"),
-    );
-    cfg.power_modes
-        .insert("tuned".into(), mode("governor = \"ondemand\""));
-    cfg.power_modes.insert("maxn".into(), mode("nvpmodel = 0"));
-    cfg.validate().unwrap();
-    let mut settings = Settings::from_config(&cfg).unwrap();
-    settings.power_mode_root = root.clone();
-
     let reply = "test/reply/pmode";
-    let mut c = Client::connect(&broker.url(), &[&format!("{P}/{dev}/#"), reply], false).await;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(edgewatt::daemon::run_with(settings, async {
-        let _ = rx.await;
-    }));
-    wait_online(&mut c, P, dev).await;
+    let modes = [
+        ("eco", "governor = \"powersave\"\nmax_freq_khz = 1000000"),
+        ("tuned", "governor = \"ondemand\""),
+        ("maxn", "nvpmodel = 0"),
+    ];
+    let (mut c, tx, daemon) = start_daemon(&broker, state.path(), &root, dev, &modes, reply).await;
 
     // The start put the crashed daemon's mode back and cleared the journal.
     assert_eq!(get(&root, "scaling_governor"), "schedutil");
@@ -140,13 +167,6 @@ async fn jobs_run_under_their_power_mode_and_the_board_is_put_back() {
     );
     assert_eq!(status["power_modes"]["maxn"], json!({"nvpmodel": 0}));
 
-    let submit = |id: &str, mode: Option<&str>| {
-        let mut j: Value = serde_json::from_str(&job(id, 4)).unwrap();
-        if let Some(m) = mode {
-            j["power_mode"] = json!(m);
-        }
-        j.to_string()
-    };
     let wait = Duration::from_secs(180);
 
     // Under `eco`: applied and read back before the job, recorded, restored after.
@@ -278,30 +298,13 @@ async fn nvpmodel_modes_go_through_the_request_file_and_the_root_script() {
     let unit = path_unit(root.clone(), stop.clone());
 
     let dev = "pmode-jetson";
-    let mut cfg = daemon_config(&broker.url(), dev, state.path());
-    cfg.power.thermal_interval_ms = 0;
-    cfg.power_modes.insert("15w".into(), mode("nvpmodel = 1"));
-    cfg.power_modes.insert("7w".into(), mode("nvpmodel = 3"));
-    cfg.validate().unwrap();
-    let mut settings = Settings::from_config(&cfg).unwrap();
-    settings.power_mode_root = root.clone();
-
     let reply = "test/reply/pmode-jetson";
-    let mut c = Client::connect(&broker.url(), &[&format!("{P}/{dev}/#"), reply], false).await;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(edgewatt::daemon::run_with(settings, async {
-        let _ = rx.await;
-    }));
-    wait_online(&mut c, P, dev).await;
-    let submit = |id: &str, mode: &str| {
-        let mut j: Value = serde_json::from_str(&job(id, 4)).unwrap();
-        j["power_mode"] = json!(mode);
-        j.to_string()
-    };
+    let modes = [("15w", "nvpmodel = 1"), ("7w", "nvpmodel = 3")];
+    let (mut c, tx, daemon) = start_daemon(&broker, state.path(), &root, dev, &modes, reply).await;
     let wait = Duration::from_secs(180);
     let status = || std::fs::read_to_string(root.join("var/lib/nvpmodel/status")).unwrap();
 
-    c.submit_job(P, dev, submit("pm-15w", "15w"), reply, b"15w")
+    c.submit_job(P, dev, submit("pm-15w", Some("15w")), reply, b"15w")
         .await;
     let r = c.wait_reply(wait, "pm-15w result", reply, b"15w").await;
     assert_eq!(r["state"], "succeeded", "{r}");
@@ -319,7 +322,7 @@ async fn nvpmodel_modes_go_through_the_request_file_and_the_root_script() {
     assert!(answer.ends_with(" 0 ok \n"), "{answer}");
 
     // nvpmodel wants a reboot: the job does not run, nvpmodel's words reach the sender.
-    c.submit_job(P, dev, submit("pm-7w", "7w"), reply, b"7w")
+    c.submit_job(P, dev, submit("pm-7w", Some("7w")), reply, b"7w")
         .await;
     let r = c.wait_reply(wait, "pm-7w", reply, b"7w").await;
     assert_eq!(r["state"], "rejected", "{r}");
