@@ -109,6 +109,7 @@ fn power_mode_watcher_oneshot_and_the_unit_pass_verify() {
     assert!(service.contains("Type=oneshot"));
     assert!(service.contains("ExecStart=/usr/libexec/edgewatt/power-mode\n"));
     assert!(service.contains("StateDirectory=edgewatt-power-mode"));
+    assert!(service.contains("StartLimitIntervalSec=0"));
     // As installed, but ExecStart is the script in this checkout (verify checks it exists).
     let script = repo().join("systemd/edgewatt-power-mode");
     let service = service.replace(
@@ -218,21 +219,22 @@ fn power_mode_script_runs_nvpmodel_only_for_a_valid_request() {
     assert_eq!(b.run(Some("1 1001\n")).0, 0);
     assert_eq!(b.calls(), "-m 1\n");
 
+    // Refusals are answers: exit 0 (the daemon reports them; the unit is not failed).
     let (rc, result, _) = b.run(Some("2 1002\n"));
-    assert_eq!(rc, 1);
+    assert_eq!(rc, 0);
     assert!(
         result.starts_with("1002 2 failed nvpmodel -m 2 exited 1: NVPM ERROR: failed to write"),
         "{result}"
     );
     let (rc, result, _) = b.run(Some("3 1003\n"));
-    assert_eq!(rc, 1);
+    assert_eq!(rc, 0);
     assert!(
         result.starts_with("1003 3 failed mode 3 takes effect only after a reboot"),
         "{result}"
     );
     // Not in the conf: answered, nvpmodel never sees it.
     let (rc, result, _) = b.run(Some("7 1004\n"));
-    assert_eq!(rc, 1);
+    assert_eq!(rc, 0);
     assert!(
         result.starts_with("1004 7 failed mode 7 is not a POWER_MODEL ID in"),
         "{result}"
@@ -268,7 +270,7 @@ fn power_mode_script_runs_nvpmodel_only_for_a_valid_request() {
     std::fs::remove_file(b.p("nvpmodel.conf")).unwrap();
     std::fs::remove_file(b.p("request")).unwrap();
     let (rc, result, _) = b.run(Some("0 1009\n"));
-    assert_eq!(rc, 1);
+    assert_eq!(rc, 0);
     assert!(
         result.contains("nvpmodel modes are for Jetson boards"),
         "{result}"
