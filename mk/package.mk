@@ -5,6 +5,7 @@
 #   make deb-aarch64    arm64 .deb from `make aarch64`
 #   make check-deb      list the newest package (or DEB=path) and check every path in it
 #   make check-unit     systemd-analyze verify the unit (and the Jetson drop-in)
+#   make check-systemd  the unit + nvpmodel watcher under a real systemd (namespaces, root)
 #   make install        PREFIX=/usr/local DESTDIR= — for systems without dpkg
 #   make uninstall
 
@@ -27,7 +28,7 @@ INSTALL_BIN    ?= $(or $(CARGO_TARGET_DIR),target)/release/edgewatt
 CROSS_PROFILE  ?= dist
 CROSS_TARGET_DIR ?= target/cross
 
-.PHONY: deb deb-aarch64 check-deb check-unit install uninstall
+.PHONY: deb deb-aarch64 check-deb check-unit check-systemd install uninstall
 
 ## deb: Debian package for this machine's architecture ($(DEB_DIR)/)
 deb:
@@ -49,6 +50,11 @@ check-deb:
 ## check-unit: systemd-analyze verify on the unit and the unit + Jetson drop-in
 check-unit:
 	cross/check-unit.sh $(INSTALL_BIN)
+
+## check-systemd: the unit and the nvpmodel .path/oneshot under a real systemd in its
+# own namespaces (root; a fake Jetson, real Mosquitto and model); exit 77 = cannot here
+check-systemd: model
+	@sh cross/check-systemd.sh $(INSTALL_BIN) $(MODEL_FILE) || { rc=$$?; [ $$rc -eq 77 ] || exit $$rc; }
 
 ## install: binary, units, sysusers, udev rule, modules-load, tmpfiles, power-mode script, config (kept if present), docs
 install:

@@ -1,0 +1,182 @@
+#!/bin/sh
+# check-systemd.sh [BINARY [MODEL.gguf]]: the packaged service and its Jetson
+# power-mode mechanism under a real systemd (PID 1 of its own PID, mount and UTS
+# namespaces; root needed). What `systemd-analyze verify` cannot show, this runs:
+#
+#   - the files go where the package puts them (/usr/bin, /usr/lib/systemd/system,
+#     /usr/libexec/edgewatt, sysusers.d, tmpfiles.d) on private overlays of /etc and
+#     /usr and a private /var/lib, so the host is not touched;
+#   - a fake Jetson: /etc/nvpmodel.conf, a fake /usr/sbin/nvpmodel that writes
+#     /var/lib/nvpmodel/status as the real one does (mode 3 asks for a reboot);
+#   - systemd boots; `systemctl start edgewatt` starts the hardened unit (user
+#     edgewatt, NoNewPrivileges, no capabilities), which pulls in
+#     edgewatt-power-mode.path;
+#   - `edgewatt submit --power-mode 15w` (nvpmodel 1) through a real Mosquitto: the
+#     daemon writes its request, the .path unit starts the root oneshot, its script
+#     runs nvpmodel, the daemon reads the mode back, runs the job on the real model,
+#     restores MAXN; `--power-mode 7w` (needs a reboot) is refused with nvpmodel's
+#     words and the board stays in MAXN; six more jobs under 15w in a row (twelve
+#     starts of the oneshot, past systemd's default start limit) all succeed.
+#
+# Exit 0: all held. 1: something did not (the journal is printed). 77: this machine
+# cannot run the check (not root, no unshare/systemd/mosquitto, systemd would not boot).
+set -u
+bin="${1:-target/release/edgewatt}"
+model="${2:-models/SmolLM2-135M-Instruct.Q4_1.gguf}"
+skip() { echo "check-systemd: skipped: $*" >&2; exit 77; }
+[ "$(id -u)" = 0 ] || skip "needs root (namespaces, overlays)"
+for t in unshare nsenter /lib/systemd/systemd mosquitto; do
+  command -v "$t" >/dev/null 2>&1 || [ -x "$t" ] || skip "no $t"
+done
+[ -x "$bin" ] || { echo "check-systemd: no binary '$bin' (make build)" >&2; exit 2; }
+[ -f "$model" ] || { echo "check-systemd: no model '$model' (make model)" >&2; exit 2; }
+repo=$(pwd)
+bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
+model=$(cd "$(dirname "$model")" && pwd)/$(basename "$model")
+# Not under /tmp: the namespace mounts its own /tmp.
+w=$(mktemp -d /var/tmp/edgewatt-check-systemd.XXXXXX)
+pid1=""
+broker=""
+cleanup() {
+  [ -n "$pid1" ] && kill -9 "$pid1" 2>/dev/null
+  [ -n "$broker" ] && kill "$broker" 2>/dev/null
+  sleep 1
+  rm -rf "$w"
+}
+trap cleanup EXIT INT TERM
+status=0
+fail() { echo "check-systemd: FAIL: $*" >&2; status=1; }
+
+port=$(( 20000 + $$ % 20000 ))
+printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$port" > "$w/mosquitto.conf"
+mosquitto -c "$w/mosquitto.conf" > "$w/mosquitto.log" 2>&1 &
+broker=$!
+
+# Runs inside the namespaces: private mounts, the installed files, then systemd.
+cat > "$w/boot.sh" <<EOF
+#!/bin/sh
+set -e
+mount --make-rprivate /
+for d in etc usr; do
+  mkdir -p "$w/\$d-up" "$w/\$d-work"
+  mount -t overlay overlay -o "lowerdir=/\$d,upperdir=$w/\$d-up,workdir=$w/\$d-work" "/\$d"
+done
+# /var/log (journald) and /var/tmp (PrivateTmp=) private too; $w stays reachable
+# here through the overlays already mounted, and from the host as it is.
+for d in /var/lib /var/log /var/tmp /run /tmp; do mount -t tmpfs tmpfs "\$d"; done
+install -Dm755 "$bin" /usr/bin/edgewatt
+install -Dm644 "$repo/systemd/edgewatt.service" /usr/lib/systemd/system/edgewatt.service
+install -Dm644 "$repo/systemd/edgewatt-power-mode.path" /usr/lib/systemd/system/edgewatt-power-mode.path
+install -Dm644 "$repo/systemd/edgewatt-power-mode.service" /usr/lib/systemd/system/edgewatt-power-mode.service
+install -Dm755 "$repo/systemd/edgewatt-power-mode" /usr/libexec/edgewatt/power-mode
+install -Dm644 "$repo/systemd/edgewatt.sysusers" /usr/lib/sysusers.d/edgewatt.conf
+install -Dm644 "$repo/systemd/edgewatt-cpufreq.tmpfiles" /usr/lib/tmpfiles.d/edgewatt-cpufreq.conf
+install -Dm644 "$model" /usr/share/edgewatt-check/models/\$(basename "$model")
+systemd-sysusers /usr/lib/sysusers.d/edgewatt.conf
+printf '%s\n' '< POWER_MODEL ID=0 NAME=MAXN >' '< POWER_MODEL ID=1 NAME=15W >' \
+  '< POWER_MODEL ID=3 NAME=7W >' '< PM_CONFIG DEFAULT=0 >' > /etc/nvpmodel.conf
+mkdir -p /var/lib/nvpmodel
+echo 'pmode:0000 fmode:quiet' > /var/lib/nvpmodel/status
+cat > /usr/sbin/nvpmodel <<'NVP'
+#!/bin/sh
+echo "\$@" >> /var/lib/nvpmodel/calls
+if [ "\$2" = 3 ]; then
+  echo 'NVPM WARN: Reboot required for changing to this power mode: 3'
+  echo 'NVPM WARN: DO YOU WANT TO REBOOT NOW? enter YES/yes to confirm:'
+  exit 0
+fi
+printf 'pmode:%04d fmode:quiet\n' "\$2" > /var/lib/nvpmodel/status
+NVP
+chmod 755 /usr/sbin/nvpmodel
+mkdir -p /etc/edgewatt
+cat > /etc/edgewatt/edgewatt.toml <<'CFG'
+[device]
+id = "systemd-check"
+[mqtt]
+url = "mqtt://127.0.0.1:$port"
+[models]
+dir = "/usr/share/edgewatt-check/models"
+[power_modes.15w]
+nvpmodel = 1
+[power_modes.7w]
+nvpmodel = 3
+CFG
+exec env container=edgewatt-check /lib/systemd/systemd --system --unit=basic.target \
+  --log-target=journal-or-kmsg >/dev/null 2>&1
+EOF
+chmod +x "$w/boot.sh"
+unshare --pid --fork --mount --uts --mount-proc "$w/boot.sh" > "$w/boot.log" 2>&1 &
+ns=$!
+in_ns() { nsenter -t "$pid1" -m -p -u "$@"; }
+i=0
+while [ $i -lt 300 ]; do
+  pid1=$(pgrep -P "$ns" 2>/dev/null | head -n 1)
+  if [ -n "$pid1" ] && [ "$(cat /proc/"$pid1"/comm 2>/dev/null)" = systemd ]; then
+    st=$(in_ns systemctl is-system-running 2>/dev/null) || true
+    case "$st" in running|degraded) break ;; esac
+  fi
+  i=$((i + 1)); sleep 0.2
+done
+case "${st:-}" in
+  running|degraded) ;;
+  *) cat "$w/boot.log" >&2; skip "systemd did not boot in a namespace here (state '${st:-none}')" ;;
+esac
+
+in_ns systemctl start edgewatt.service || fail "systemctl start edgewatt failed"
+[ "$(in_ns systemctl is-active edgewatt-power-mode.path)" = active ] \
+  || fail "edgewatt.service did not pull in edgewatt-power-mode.path"
+main=$(in_ns systemctl show -p MainPID --value edgewatt.service)
+user=$(in_ns ps -o user= -p "$main" 2>/dev/null | tr -d ' ')
+nnp=$(in_ns sh -c "grep NoNewPrivs /proc/$main/status" | awk '{print $2}')
+[ "$user" = edgewatt ] && [ "$nnp" = 1 ] || fail "daemon runs as '$user' with NoNewPrivs '$nnp' (want edgewatt, 1)"
+
+submit() {
+  "$bin" submit --broker "mqtt://127.0.0.1:$port" --device systemd-check \
+    --model "$(basename "$model" .gguf)" --prompt "The capital of France is" -n 4 \
+    --no-stream --json --timeout-s 120 "$@"
+}
+out=$(submit --power-mode 15w 2>"$w/submit.err")
+printf "%s\n" "$out" > "$w/15w.json"
+python3 - "$w/15w.json" <<'PY' || fail "15w: $(cat "$w/15w.json") $(cat "$w/submit.err")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["state"] == "succeeded", r.get("error")
+assert r["power_mode"]["name"] == "15w", r["power_mode"]
+assert r["power_mode"]["nvpmodel"] == {"id": 1, "name": "15W"}, r["power_mode"]
+assert r["tokens"]["generated"] >= 1
+PY
+[ "$(in_ns cat /var/lib/nvpmodel/status)" = "pmode:0000 fmode:quiet" ] || fail "MAXN not restored after 15w"
+
+out=$(submit --power-mode 7w 2>"$w/submit.err")
+printf "%s\n" "$out" > "$w/7w.json"
+python3 - "$w/7w.json" <<'PY' || fail "7w: $(cat "$w/7w.json")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["state"] == "rejected", r
+assert r["error"]["code"] == "power_mode_failed", r["error"]
+assert "takes effect only after a reboot" in r["error"]["message"], r["error"]
+assert "Reboot required" in r["error"]["message"], r["error"]
+PY
+[ "$(in_ns cat /var/lib/nvpmodel/status)" = "pmode:0000 fmode:quiet" ] || fail "7w changed the mode"
+
+# Two oneshot starts per job: past the default limit (5 in 10 s) in a few seconds.
+n=0
+while [ $n -lt 6 ]; do
+  out=$(submit --power-mode 15w --id "burst-$n" 2>"$w/submit.err")
+  printf "%s\n" "$out" | grep -q '"state": "succeeded"' || fail "burst job $n: $out $(cat "$w/submit.err")"
+  n=$((n + 1))
+done
+[ "$(in_ns systemctl is-active edgewatt-power-mode.path)" = active ] || fail "the .path unit stopped watching"
+calls=$(in_ns cat /var/lib/nvpmodel/calls | tr '\n' ' ')
+want="-m 1 -m 0 -m 3 -m 1 -m 0 -m 1 -m 0 -m 1 -m 0 -m 1 -m 0 -m 1 -m 0 -m 1 -m 0 "
+[ "$calls" = "$want" ] || fail "nvpmodel calls '$calls', want '$want'"
+answers=$(in_ns journalctl -u edgewatt-power-mode.service -o cat --no-pager | grep -c 'edgewatt-power-mode: request')
+[ "$answers" -eq 15 ] || fail "the oneshot answered $answers requests, want 15"
+
+if [ "$status" -ne 0 ]; then
+  in_ns journalctl --no-pager -u edgewatt -u edgewatt-power-mode.path -u edgewatt-power-mode.service | tail -n 60 >&2
+else
+  echo "check-systemd: ok: systemd $(in_ns systemctl --version | head -n 1 | cut -d' ' -f2): edgewatt.service (user edgewatt, NoNewPrivs) pulled in edgewatt-power-mode.path; 15w applied through the request file + root oneshot, job run, MAXN restored; 7w refused with nvpmodel's reboot prompt; 6 more 15w jobs (12 oneshot starts) all applied"
+  in_ns journalctl -u edgewatt-power-mode.service -o cat --no-pager | grep 'edgewatt-power-mode: request' | head -n 4
+fi
+exit "$status"
