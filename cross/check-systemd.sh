@@ -16,7 +16,11 @@
 #     runs nvpmodel, the daemon reads the mode back, runs the job on the real model,
 #     restores MAXN; `--power-mode 7w` (needs a reboot) is refused with nvpmodel's
 #     words and the board stays in MAXN; six more jobs under 15w in a row (twelve
-#     starts of the oneshot, past systemd's default start limit) all succeed.
+#     starts of the oneshot, past systemd's default start limit) all succeed;
+#   - a fake cpufreq policy (tmpfs over /sys/devices/system/cpu/cpufreq, root 0644):
+#     the packaged tmpfiles rule makes it root:edgewatt 0664 at boot, and
+#     `--power-mode eco` (powersave, 1 GHz) is applied by the daemon itself through
+#     ReadWritePaths= under ProtectKernelTunables= and restored.
 #
 # Exit 0: all held. 1: something did not (the journal is printed). 77: this machine
 # cannot run the check (not root, no unshare/systemd/mosquitto, systemd would not boot).
@@ -64,6 +68,18 @@ done
 # /var/log (journald) and /var/tmp (PrivateTmp=) private too; $w stays reachable
 # here through the overlays already mounted, and from the host as it is.
 for d in /var/lib /var/log /var/tmp /run /tmp; do mount -t tmpfs tmpfs "\$d"; done
+# A fake cpufreq policy (root:root 0644, as the kernel makes it); the packaged
+# tmpfiles rule, applied by systemd-tmpfiles-setup at boot, must open it to edgewatt.
+mkdir -p /sys/devices/system/cpu/cpufreq
+mount -t tmpfs tmpfs /sys/devices/system/cpu/cpufreq
+p=/sys/devices/system/cpu/cpufreq/policy0
+mkdir "\$p"
+echo "0 1" > "\$p/related_cpus"
+echo "performance powersave schedutil" > "\$p/scaling_available_governors"
+echo schedutil > "\$p/scaling_governor"
+for f in cpuinfo_min_freq scaling_min_freq scaling_cur_freq; do echo 600000 > "\$p/\$f"; done
+for f in cpuinfo_max_freq scaling_max_freq; do echo 2400000 > "\$p/\$f"; done
+chmod 0644 "\$p"/*
 install -Dm755 "$bin" /usr/bin/edgewatt
 install -Dm644 "$repo/systemd/edgewatt.service" /usr/lib/systemd/system/edgewatt.service
 install -Dm644 "$repo/systemd/edgewatt-power-mode.path" /usr/lib/systemd/system/edgewatt-power-mode.path
@@ -100,6 +116,9 @@ dir = "/usr/share/edgewatt-check/models"
 nvpmodel = 1
 [power_modes.7w]
 nvpmodel = 3
+[power_modes.eco]
+governor = "powersave"
+max_freq_khz = 1000000
 CFG
 exec env container=edgewatt-check /lib/systemd/systemd --system --unit=basic.target \
   --log-target=journal-or-kmsg >/dev/null 2>&1
@@ -130,6 +149,10 @@ user=$(in_ns ps -o user= -p "$main" 2>/dev/null | tr -d ' ')
 nnp=$(in_ns sh -c "grep NoNewPrivs /proc/$main/status" | awk '{print $2}')
 [ "$user" = edgewatt ] && [ "$nnp" = 1 ] || fail "daemon runs as '$user' with NoNewPrivs '$nnp' (want edgewatt, 1)"
 
+pol=/sys/devices/system/cpu/cpufreq/policy0
+perms=$(in_ns stat -c '%a %U:%G' "$pol/scaling_governor" "$pol/scaling_max_freq" "$pol/scaling_min_freq" | sort -u)
+[ "$perms" = "664 root:edgewatt" ] || fail "after boot the cpufreq files are '$perms', want '664 root:edgewatt' (tmpfiles rule)"
+
 submit() {
   "$bin" submit --broker "mqtt://127.0.0.1:$port" --device systemd-check \
     --model "$(basename "$model" .gguf)" --prompt "The capital of France is" -n 4 \
@@ -159,6 +182,20 @@ assert "Reboot required" in r["error"]["message"], r["error"]
 PY
 [ "$(in_ns cat /var/lib/nvpmodel/status)" = "pmode:0000 fmode:quiet" ] || fail "7w changed the mode"
 
+# cpufreq under the hardened unit: ProtectKernelTunables= makes /sys read-only for
+# the daemon, ReadWritePaths= gives the cpufreq files back.
+out=$(submit --power-mode eco 2>"$w/submit.err")
+printf "%s\n" "$out" > "$w/eco.json"
+python3 - "$w/eco.json" <<'PY' || fail "eco: $(cat "$w/eco.json") $(cat "$w/submit.err")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["state"] == "succeeded", r.get("error")
+p = r["power_mode"]["cpufreq"][0]
+assert (p["policy"], p["cpus"], p["governor"], p["max_khz"]) == (0, [0, 1], "powersave", 1000000), p
+PY
+[ "$(in_ns cat $pol/scaling_governor) $(in_ns cat $pol/scaling_max_freq)" = "schedutil 2400000" ] \
+  || fail "eco not restored: $(in_ns cat $pol/scaling_governor) $(in_ns cat $pol/scaling_max_freq)"
+
 # Two oneshot starts per job: past the default limit (5 in 10 s) in a few seconds.
 # Alternated with jobs naming no mode, to measure what the mode costs a job
 # (request, oneshot, nvpmodel, read-back, and the same again to restore).
@@ -187,7 +224,7 @@ answers=$(in_ns journalctl -u edgewatt-power-mode.service -o cat --no-pager | gr
 if [ "$status" -ne 0 ]; then
   in_ns journalctl --no-pager -u edgewatt -u edgewatt-power-mode.path -u edgewatt-power-mode.service | tail -n 60 >&2
 else
-  echo "check-systemd: ok: systemd $(in_ns systemctl --version | head -n 1 | cut -d' ' -f2): edgewatt.service (user edgewatt, NoNewPrivs) pulled in edgewatt-power-mode.path; 15w applied through the request file + root oneshot, job run, MAXN restored; 7w refused with nvpmodel's reboot prompt; 6 more 15w jobs (12 oneshot starts) all applied"
+  echo "check-systemd: ok: systemd $(in_ns systemctl --version | head -n 1 | cut -d' ' -f2): edgewatt.service (user edgewatt, NoNewPrivs) pulled in edgewatt-power-mode.path; 15w applied through the request file + root oneshot, job run, MAXN restored; 7w refused with nvpmodel's reboot prompt; 6 more 15w jobs (12 oneshot starts) all applied; the tmpfiles rule opened cpufreq to edgewatt and eco (powersave, 1 GHz) was applied and restored under ProtectKernelTunables="
   in_ns journalctl -u edgewatt-power-mode.service -o cat --no-pager | grep 'edgewatt-power-mode: request' | head -n 4
   echo "check-systemd: submit round trip, mean of 6 alternated: no mode $((plain_ms / 6)) ms, under 15w $((mode_ms / 6)) ms (apply + restore through systemd: +$(((mode_ms - plain_ms) / 6)) ms per job)"
 fi
