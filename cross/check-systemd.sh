@@ -17,6 +17,9 @@
 #     restores MAXN; `--power-mode 7w` (needs a reboot) is refused with nvpmodel's
 #     words and the board stays in MAXN; six more jobs under 15w in a row (twelve
 #     starts of the oneshot, past systemd's default start limit) all succeed;
+#   - a fake RAPL package zone (tmpfs over /sys/class, energy_uj root 0400, a
+#     fake kernel advancing it): the packaged tmpfiles rule opens it to group
+#     edgewatt at boot and the jobs' energy comes from it, with no gaps;
 #   - a fake cpufreq policy (tmpfs over /sys/devices/system/cpu/cpufreq, root 0644):
 #     the packaged tmpfiles rule makes it root:edgewatt 0664 at boot, and
 #     `--power-mode eco` (powersave, 1 GHz) is applied by the daemon itself through
@@ -80,6 +83,19 @@ echo schedutil > "\$p/scaling_governor"
 for f in cpuinfo_min_freq scaling_min_freq scaling_cur_freq; do echo 600000 > "\$p/\$f"; done
 for f in cpuinfo_max_freq scaling_max_freq; do echo 2400000 > "\$p/\$f"; done
 chmod 0644 "\$p"/*
+# A fake RAPL package zone (energy_uj root 0400, as kernels since 5.10 make it), its
+# counter advanced by a fake kernel: 2 W. The packaged tmpfiles rule must open it.
+# (sysfs takes no new directory: a tmpfs over /sys/class, which nothing else here reads)
+mount -t tmpfs tmpfs /sys/class
+mkdir /sys/class/powercap
+z=/sys/class/powercap/intel-rapl:0
+mkdir "\$z"
+echo package-0 > "\$z/name"
+echo 262143328850 > "\$z/max_energy_range_uj"
+echo 1000000 > "\$z/energy_uj"
+chmod 0444 "\$z/name" "\$z/max_energy_range_uj"
+chmod 0400 "\$z/energy_uj"
+( e=1000000; while :; do e=\$((e + 20000)); echo \$e > "\$z/energy_uj"; sleep 0.01; done ) &
 install -Dm755 "$bin" /usr/bin/edgewatt
 install -Dm644 "$repo/systemd/edgewatt.service" /usr/lib/systemd/system/edgewatt.service
 install -Dm644 "$repo/systemd/edgewatt-power-mode.path" /usr/lib/systemd/system/edgewatt-power-mode.path
@@ -87,6 +103,7 @@ install -Dm644 "$repo/systemd/edgewatt-power-mode.service" /usr/lib/systemd/syst
 install -Dm755 "$repo/systemd/edgewatt-power-mode" /usr/libexec/edgewatt/power-mode
 install -Dm644 "$repo/systemd/edgewatt.sysusers" /usr/lib/sysusers.d/edgewatt.conf
 install -Dm644 "$repo/systemd/edgewatt-cpufreq.tmpfiles" /usr/lib/tmpfiles.d/edgewatt-cpufreq.conf
+install -Dm644 "$repo/systemd/edgewatt-rapl.tmpfiles" /usr/lib/tmpfiles.d/edgewatt-rapl.conf
 install -Dm644 "$model" /usr/share/edgewatt-check/models/\$(basename "$model")
 systemd-sysusers /usr/lib/sysusers.d/edgewatt.conf
 printf '%s\n' '< POWER_MODEL ID=0 NAME=MAXN >' '< POWER_MODEL ID=1 NAME=15W >' \
@@ -116,6 +133,9 @@ dir = "/usr/share/edgewatt-check/models"
 nvpmodel = 1
 [power_modes.7w]
 nvpmodel = 3
+[[power.sensors]]
+kind = "rapl"
+rate_hz = 10.0
 [power_modes.eco]
 governor = "powersave"
 max_freq_khz = 1000000
@@ -141,7 +161,11 @@ case "${st:-}" in
   *) cat "$w/boot.log" >&2; skip "systemd did not boot in a namespace here (state '${st:-none}')" ;;
 esac
 
-in_ns systemctl start edgewatt.service || fail "systemctl start edgewatt failed"
+if ! in_ns timeout 120 systemctl start edgewatt.service; then
+  fail "systemctl start edgewatt failed"
+  in_ns journalctl --no-pager -u edgewatt | tail -n 30 >&2
+  exit 1
+fi
 [ "$(in_ns systemctl is-active edgewatt-power-mode.path)" = active ] \
   || fail "edgewatt.service did not pull in edgewatt-power-mode.path"
 main=$(in_ns systemctl show -p MainPID --value edgewatt.service)
@@ -153,10 +177,13 @@ pol=/sys/devices/system/cpu/cpufreq/policy0
 perms=$(in_ns stat -c '%a %U:%G' "$pol/scaling_governor" "$pol/scaling_max_freq" "$pol/scaling_min_freq" | sort -u)
 [ "$perms" = "664 root:edgewatt" ] || fail "after boot the cpufreq files are '$perms', want '664 root:edgewatt' (tmpfiles rule)"
 
+perms=$(in_ns stat -c '%a %U:%G' /sys/class/powercap/intel-rapl:0/energy_uj)
+[ "$perms" = "440 root:edgewatt" ] || fail "after boot energy_uj is '$perms', want '440 root:edgewatt' (tmpfiles rule)"
+
 submit() {
   "$bin" submit --broker "mqtt://127.0.0.1:$port" --device systemd-check \
     --model "$(basename "$model" .gguf)" --prompt "The capital of France is" -n 4 \
-    --no-stream --json --timeout-s 120 "$@"
+    --no-stream --json --timeout-s 60 "$@"
 }
 out=$(submit --power-mode 15w 2>"$w/submit.err")
 printf "%s\n" "$out" > "$w/15w.json"
@@ -167,6 +194,13 @@ assert r["state"] == "succeeded", r.get("error")
 assert r["power_mode"]["name"] == "15w", r["power_mode"]
 assert r["power_mode"]["nvpmodel"] == {"id": 1, "name": "15W"}, r["power_mode"]
 assert r["tokens"]["generated"] >= 1
+rails = {x["name"]: x for x in r["energy"]["rails"]}
+assert "package-0" in rails, r["energy"]
+assert r["energy"]["samples"] >= 1 and r["energy"]["gaps"] == 0, r["energy"]
+assert 0 < rails["package-0"]["energy_j"]["total"], rails
+pk = rails["package-0"]
+print(f"check-systemd: 15w job energy from the fake RAPL zone (~2 W): avg {pk['avg_w']:.2f} W, "
+      f"{pk['energy_j']['total']:.3f} J, {r['energy']['samples']} samples, {r['energy']['gaps']} gaps")
 PY
 [ "$(in_ns cat /var/lib/nvpmodel/status)" = "pmode:0000 fmode:quiet" ] || fail "MAXN not restored after 15w"
 
@@ -224,7 +258,7 @@ answers=$(in_ns journalctl -u edgewatt-power-mode.service -o cat --no-pager | gr
 if [ "$status" -ne 0 ]; then
   in_ns journalctl --no-pager -u edgewatt -u edgewatt-power-mode.path -u edgewatt-power-mode.service | tail -n 60 >&2
 else
-  echo "check-systemd: ok: systemd $(in_ns systemctl --version | head -n 1 | cut -d' ' -f2): edgewatt.service (user edgewatt, NoNewPrivs) pulled in edgewatt-power-mode.path; 15w applied through the request file + root oneshot, job run, MAXN restored; 7w refused with nvpmodel's reboot prompt; 6 more 15w jobs (12 oneshot starts) all applied; the tmpfiles rule opened cpufreq to edgewatt and eco (powersave, 1 GHz) was applied and restored under ProtectKernelTunables="
+  echo "check-systemd: ok: systemd $(in_ns systemctl --version | head -n 1 | cut -d' ' -f2): edgewatt.service (user edgewatt, NoNewPrivs) pulled in edgewatt-power-mode.path; 15w applied through the request file + root oneshot, job run, MAXN restored; 7w refused with nvpmodel's reboot prompt; 6 more 15w jobs (12 oneshot starts) all applied; the tmpfiles rule opened cpufreq to edgewatt and eco (powersave, 1 GHz) was applied and restored under ProtectKernelTunables=; energy from RAPL through the tmpfiles rule"
   in_ns journalctl -u edgewatt-power-mode.service -o cat --no-pager | grep 'edgewatt-power-mode: request' | head -n 4
   echo "check-systemd: submit round trip, mean of 6 alternated: no mode $((plain_ms / 6)) ms, under 15w $((mode_ms / 6)) ms (apply + restore through systemd: +$(((mode_ms - plain_ms) / 6)) ms per job)"
 fi
