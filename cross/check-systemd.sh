@@ -44,13 +44,17 @@ model=$(cd "$(dirname "$model")" && pwd)/$(basename "$model")
 w=$(mktemp -d /var/tmp/edgewatt-check-systemd.XXXXXX)
 pid1=""
 broker=""
+ns=""
 cleanup() {
+  # PID 1 of the namespace takes everything in it along; `ns` if it never started.
   [ -n "$pid1" ] && kill -9 "$pid1" 2>/dev/null
+  [ -n "$ns" ] && kill -9 "$ns" 2>/dev/null
   [ -n "$broker" ] && kill "$broker" 2>/dev/null
   sleep 1
   rm -rf "$w"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 1' INT TERM
 status=0
 fail() { echo "check-systemd: FAIL: $*" >&2; status=1; }
 
