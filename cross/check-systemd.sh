@@ -203,7 +203,7 @@ assert "package-0" in rails, r["energy"]
 assert r["energy"]["samples"] >= 1 and r["energy"]["gaps"] == 0, r["energy"]
 assert 0 < rails["package-0"]["energy_j"]["total"], rails
 pk = rails["package-0"]
-print(f"check-systemd: 15w job energy from the fake RAPL zone (~2 W): avg {pk['avg_w']:.2f} W, "
+print(f"check-systemd: 15w job energy from the fake RAPL zone (20 mJ per ~10 ms tick): avg {pk['avg_w']:.2f} W, "
       f"{pk['energy_j']['total']:.3f} J, {r['energy']['samples']} samples, {r['energy']['gaps']} gaps")
 PY
 [ "$(in_ns cat /var/lib/nvpmodel/status)" = "pmode:0000 fmode:quiet" ] || fail "MAXN not restored after 15w"
