@@ -6,8 +6,9 @@
 #   - the files go where the package puts them (/usr/bin, /usr/lib/systemd/system,
 #     /usr/libexec/edgewatt, sysusers.d, tmpfiles.d) on private overlays of /etc and
 #     /usr and a private /var/lib, so the host is not touched;
-#   - a fake Jetson: /etc/nvpmodel.conf, a fake /usr/sbin/nvpmodel that writes
-#     /var/lib/nvpmodel/status as the real one does (mode 3 asks for a reboot);
+#   - a fake Jetson: /etc/nvpmodel.conf, tests/fixtures/fake-nvpmodel as
+#     /usr/sbin/nvpmodel (writes /var/lib/nvpmodel/status as the real one does;
+#     mode 3 asks for a reboot);
 #   - systemd boots; `systemctl start edgewatt` starts the hardened unit (user
 #     edgewatt, NoNewPrivileges, no capabilities), which pulls in
 #     edgewatt-power-mode.path;
@@ -114,16 +115,7 @@ printf '%s\n' '< POWER_MODEL ID=0 NAME=MAXN >' '< POWER_MODEL ID=1 NAME=15W >' \
   '< POWER_MODEL ID=3 NAME=7W >' '< PM_CONFIG DEFAULT=0 >' > /etc/nvpmodel.conf
 mkdir -p /var/lib/nvpmodel
 echo 'pmode:0000 fmode:quiet' > /var/lib/nvpmodel/status
-cat > /usr/sbin/nvpmodel <<'NVP'
-#!/bin/sh
-echo "\$@" >> /var/lib/nvpmodel/calls
-if [ "\$2" = 3 ]; then
-  echo 'NVPM WARN: Reboot required for changing to this power mode: 3'
-  echo 'NVPM WARN: DO YOU WANT TO REBOOT NOW? enter YES/yes to confirm:'
-  exit 0
-fi
-printf 'pmode:%04d fmode:quiet\n' "\$2" > /var/lib/nvpmodel/status
-NVP
+sed 's#@DIR@#/var/lib/nvpmodel#' "$repo/tests/fixtures/fake-nvpmodel" > /usr/sbin/nvpmodel
 chmod 755 /usr/sbin/nvpmodel
 mkdir -p /etc/edgewatt
 cat > /etc/edgewatt/edgewatt.toml <<'CFG'

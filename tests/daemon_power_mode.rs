@@ -237,8 +237,9 @@ async fn jobs_run_under_their_power_mode_and_the_board_is_put_back() {
     c.close().await;
 }
 
-/// A Jetson's nvpmodel files: three modes, the board in MAXN (0); a fake `nvpmodel`
-/// that writes the status file as the real one does (and asks for a reboot for 3).
+/// A Jetson's nvpmodel files: three modes, the board in MAXN (0); the shared fake
+/// `nvpmodel` (tests/fixtures/fake-nvpmodel: writes the status file as the real one
+/// does, asks for a reboot for 3), its calls logged to `var/lib/nvpmodel/calls`.
 fn jetson(root: &Path) {
     put(
         root,
@@ -248,11 +249,13 @@ fn jetson(root: &Path) {
     );
     put(root, "var/lib/nvpmodel/status", "pmode:0000 fmode:quiet");
     std::fs::create_dir_all(root.join("var/lib/edgewatt")).unwrap();
-    let fake = format!(
-        "#!/bin/sh\necho \"$@\" >> '{r}/nvpmodel.calls'\n\
-         [ \"$2\" = 3 ] && {{ echo 'NVPM WARN: Reboot required for changing to this power mode: 3'; exit 0; }}\n\
-         printf 'pmode:%04d fmode:quiet\\n' \"$2\" > '{r}/var/lib/nvpmodel/status'\n",
-        r = root.display()
+    let fake = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-nvpmodel"),
+    )
+    .unwrap()
+    .replace(
+        "@DIR@",
+        &root.join("var/lib/nvpmodel").display().to_string(),
     );
     put(root, "usr/sbin/nvpmodel", &fake);
     use std::os::unix::fs::PermissionsExt;
@@ -316,7 +319,7 @@ async fn nvpmodel_modes_go_through_the_request_file_and_the_root_script() {
     );
     // Restored through the same path, and the script answered both requests.
     assert_eq!(status(), "pmode:0000 fmode:quiet\n");
-    let calls = std::fs::read_to_string(root.join("nvpmodel.calls")).unwrap();
+    let calls = std::fs::read_to_string(root.join("var/lib/nvpmodel/calls")).unwrap();
     assert_eq!(calls, "-m 1\n-m 0\n");
     let answer = std::fs::read_to_string(root.join("var/lib/edgewatt-power-mode/result")).unwrap();
     assert!(answer.ends_with(" 0 ok \n"), "{answer}");

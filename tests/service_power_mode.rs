@@ -131,9 +131,10 @@ fn power_mode_watcher_oneshot_and_the_unit_pass_verify() {
     verify(&analyze, dir.path(), "edgewatt.service");
 }
 
-/// A board for the script: an nvpmodel.conf, a fake `nvpmodel` that logs its
-/// arguments and writes the status file as the real one does (`-m 2` fails with
-/// NVPM ERROR, `-m 3` asks for a reboot), and the request/answer paths.
+/// A board for the script: an nvpmodel.conf, the shared fake `nvpmodel`
+/// (tests/fixtures/fake-nvpmodel: logs its arguments, writes the status file as the
+/// real one does, `-m 2` fails with NVPM ERROR, `-m 3` asks for a reboot), and the
+/// request/answer paths.
 struct Board {
     dir: tempfile::TempDir,
 }
@@ -148,18 +149,9 @@ impl Board {
              < POWER_MODEL ID=2 NAME=30W >\n< POWER_MODEL ID=3 NAME=7W >\n< PM_CONFIG DEFAULT=0 >\n",
         )
         .unwrap();
-        let fake = format!(
-            r#"#!/bin/sh
-echo "$@" >> '{d}/calls'
-case "$2" in
-  2) echo "NVPM ERROR: failed to write /sys/devices/gpu.0/railgate_enable"; exit 1 ;;
-  3) echo "NVPM WARN: Reboot required for changing to this power mode: 3"
-     echo "NVPM WARN: DO YOU WANT TO REBOOT NOW? enter YES/yes to confirm:"; exit 0 ;;
-esac
-printf 'pmode:%04d fmode:quiet\n' "$2" > '{d}/status'
-"#,
-            d = d.display()
-        );
+        let fake = std::fs::read_to_string(repo().join("tests/fixtures/fake-nvpmodel"))
+            .unwrap()
+            .replace("@DIR@", &d.display().to_string());
         std::fs::write(d.join("nvpmodel"), fake).unwrap();
         std::fs::set_permissions(d.join("nvpmodel"), std::fs::Permissions::from_mode(0o755))
             .unwrap();
